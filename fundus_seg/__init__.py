@@ -1,0 +1,1 @@
+"""fundus-seg: the command-line front door shared by every component."""
