@@ -43,7 +43,13 @@ def push(folder: str | Path, uri: str, *, progress: bool = True) -> list[str]:
 
 
 def _push_command(args: argparse.Namespace) -> int:
-    files = push(args.dir, args.uri, progress=not args.no_progress)
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        files = push(args.dir, args.uri, progress=not args.no_progress)
+    except (Boto3Error, BotoCoreError, ClientError) as exc:  # one clear line instead of a traceback
+        raise storage.StorageError(f"{args.uri}: {exc}") from exc
     size = sum((Path(args.dir) / f).stat().st_size for f in files)
     print(f"pushed {len(files)} files ({size / 1e6:.1f} MB) to {args.uri}")
     return 0

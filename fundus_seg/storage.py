@@ -54,9 +54,13 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
-from preprocessing.errors import ModelRepositoryError
+from preprocessing.errors import FundusSegError, ModelRepositoryError
 
 log = logging.getLogger(__name__)
+
+
+class StorageError(FundusSegError):
+    """Object storage that cannot be reached or used (no such bucket, no credentials, ...)."""
 
 SAVED_MODEL = "saved_model.pb"
 METRICS = "metrics.json"
@@ -547,7 +551,8 @@ def _publish_s3(local_dir: Path, model_uri: str, version: int | None, run_id: st
         target = join(model_uri, str(candidate))
         if not _claim_s3(store, target, run_id):
             continue
-        rest = [n for n in _walk(local_dir) if n != SAVED_MODEL and not (metrics is not None and n == METRICS)]
+        last = {SAVED_MODEL} | ({METRICS} if metrics is not None else set())
+        rest = [n for n in _walk(local_dir) if n not in last]
         upload_dir(local_dir, target, files=rest, progress=progress)
         if metrics is not None:
             store.write_bytes(join(target, METRICS), metrics)

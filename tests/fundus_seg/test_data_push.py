@@ -74,6 +74,12 @@ def test_push_uploads_manifest_referenced_files_and_notes(s3_bucket: str, tmp_pa
     assert f"pushed {len(expected)} files" in capsys.readouterr().out
 
 
+def test_push_to_a_missing_bucket_is_a_clear_error(s3_bucket: str, tmp_path: Path) -> None:
+    write_dataset(tmp_path / "tiny")
+    with pytest.raises(storage.StorageError, match="NoSuchBucket"):
+        run_cli("data", "push", str(tmp_path / "tiny"), s3_bucket + "-missing/tiny", "--no-progress")
+
+
 def test_push_refuses_a_broken_dataset_and_uploads_nothing(s3_bucket: str, tmp_path: Path) -> None:
     folder = tmp_path / "broken"
     rows = write_dataset(folder, n=4)
