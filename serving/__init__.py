@@ -1,0 +1,1 @@
+"""Serving: everything on the wire (KServe transformer, one-machine predictor, codecs, rollout)."""

@@ -1,0 +1,1 @@
+"""One-machine predictor speaking TensorFlow Serving's protocol (placeholder docstring)."""

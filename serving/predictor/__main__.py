@@ -1,0 +1,104 @@
+"""`python -m serving.predictor`: tensorflow_model_server's command line, on our predictor.
+
+Flags keep TF Serving's names (underscores; dashed spellings work too), so one command line fits
+both. Flags are parsed before TensorFlow is imported, so `--help` and flag errors are instant.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from serving.predictor.config import BatchingConfig, ConfigError, PredictorConfig
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m serving.predictor", description=__doc__.splitlines()[0])
+
+    def flag(name: str, **kwargs) -> None:
+        spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        parser.add_argument(*spellings, dest=name, **kwargs)
+
+    defaults = PredictorConfig.__dataclass_fields__
+    flag("port", type=int, default=8500, help="gRPC port (0 = any free port)")
+    flag("rest_api_port", type=int, default=8501, help="REST port (0 = any free port)")
+    flag("host", default=defaults["host"].default, help="address to bind (default: all interfaces)")
+    flag("model_name", default="default", help="name of the model given by --model_base_path")
+    flag("model_base_path", type=Path, help="directory holding <version>/saved_model.pb")
+    flag("model_config_file", type=Path, help="TF Serving ModelServerConfig text proto (many models, "
+                                               "version policies and labels); re-read while running")
+    flag("model_config_file_poll_wait_seconds", type=float, default=None,
+         help="seconds between re-reads of --model_config_file (default: the file system poll "
+              "interval; <= 0: read once)")
+    flag("file_system_poll_wait_seconds", type=float, default=1.0,
+         help="seconds between scans for new versions (<= 0: scan once)")
+    flag("enable_batching", type=_bool, nargs="?", const=True, default=False,
+         help="merge concurrent requests into batches")
+    flag("batching_parameters_file", type=Path, help="TF Serving BatchingParameters text proto")
+    batching = BatchingConfig()
+    for name, value in vars(batching).items():
+        flag(name, type=int, default=None, help=f"batching parameter (default {value})")
+    flag("max_request_bytes", type=int, default=defaults["max_request_bytes"].default,
+         help="largest accepted request body / gRPC message")
+    flag("model_threads", type=int, default=defaults["model_threads"].default,
+         help="worker threads running model calls")
+    flag("tensorflow_intra_op_parallelism", type=int, default=0)
+    flag("tensorflow_inter_op_parallelism", type=int, default=0)
+    flag("log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PredictorConfig:
+    batching = None
+    if args.enable_batching:
+        batching = (BatchingConfig.from_file(args.batching_parameters_file)
+                    if args.batching_parameters_file else BatchingConfig())
+        for name in vars(BatchingConfig()):
+            if getattr(args, name) is not None:  # explicit flags win over the file
+                setattr(batching, name, getattr(args, name))
+        batching.__post_init__()
+    return PredictorConfig(
+        model_name=args.model_name,
+        model_base_path=args.model_base_path,
+        model_config_file=args.model_config_file,
+        host=args.host,
+        grpc_port=args.port,
+        rest_api_port=args.rest_api_port,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        batching=batching,
+        max_request_bytes=args.max_request_bytes,
+        model_threads=args.model_threads,
+        tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
+        tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    try:
+        config = config_from_args(args)
+        from serving.predictor.server import PredictorServer
+
+        PredictorServer(config).run()
+    except ConfigError as exc:
+        print(f"serving.predictor: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Predictor configuration: dataclasses mirroring tensorflow_model_server's flags and config files.
+
+The model config file is TF Serving's own text-proto `ModelServerConfig`, parsed with its protos,
+so one file drives both the real TF Serving in the cluster and this predictor on one machine.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal
+
+from preprocessing.errors import FundusSegError
+
+MiB = 1024 * 1024
+
+
+class ConfigError(FundusSegError, ValueError):
+    """The predictor's flags or one of its config files cannot be used."""
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions found on disk to serve (TF Serving's ServableVersionPolicy)."""
+
+    kind: Literal["latest", "all", "specific"] = "latest"
+    num_versions: int = 1
+    versions: frozenset[int] = frozenset()
+
+    def select(self, on_disk: Iterable[int]) -> set[int]:
+        found = sorted(set(on_disk))
+        if self.kind == "all":
+            return set(found)
+        if self.kind == "specific":
+            return set(found) & set(self.versions)
+        return set(found[-self.num_versions:]) if found else set()
+
+
+@dataclass
+class ModelConfig:
+    """One served model: where its versions live, which to serve, and which labels point where."""
+
+    name: str
+    base_path: Path
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    version_labels: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class BatchingConfig:
+    """Server-side batching (TF Serving's BatchingParameters); `None` in PredictorConfig means off."""
+
+    max_batch_size: int = 16
+    batch_timeout_micros: int = 2000
+    num_batch_threads: int = 2
+    max_enqueued_batches: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"batching {name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_timeout_micros < 0:
+            raise ConfigError("batching batch_timeout_micros must be >= 0")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "BatchingConfig":
+        """Read TF Serving's --batching_parameters_file (`max_batch_size { value: 32 }` ...)."""
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read batching parameters file {path}: {exc}") from exc
+        text = re.sub(r"#.*", "", text)
+        known = {f for f in cls.__dataclass_fields__}
+        values: dict[str, int] = {}
+        for name, plain, wrapped in re.findall(
+                r"(\w+)\s*(?::\s*([^\s{}]+)|\{\s*value\s*:\s*([^\s}]+)\s*\})", text):
+            if name in known:  # others (allowed_batch_sizes, pad_variable_length_inputs, ...) are ignored
+                try:
+                    values[name] = int(plain or wrapped)
+                except ValueError as exc:
+                    raise ConfigError(f"{path}: {name} must be an integer") from exc
+        return cls(**values)
+
+
+@dataclass
+class PredictorConfig:
+    """Everything `python -m serving.predictor` accepts; field names follow TF Serving's flags.
+
+    Either `model_base_path` (one model, policy "latest") or `model_config_file` must be set.
+    Port 0 binds a free port; the bound ports are logged and exposed by PredictorServer.
+    """
+
+    model_name: str = "default"
+    model_base_path: Path | None = None
+    model_config_file: Path | None = None
+    host: str = "0.0.0.0"
+    grpc_port: int = 8500
+    rest_api_port: int = 8501
+    file_system_poll_wait_seconds: float = 1.0
+    # None: re-read the config file on every file system poll; <= 0: read it once at start.
+    model_config_file_poll_wait_seconds: float | None = None
+    batching: BatchingConfig | None = None
+    max_request_bytes: int = 64 * MiB
+    model_threads: int = 4
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    shutdown_grace_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if (self.model_base_path is None) == (self.model_config_file is None):
+            raise ConfigError("give exactly one of --model_base_path or --model_config_file")
+        if self.model_base_path is not None:
+            self.model_base_path = Path(self.model_base_path)
+        if self.model_config_file is not None:
+            self.model_config_file = Path(self.model_config_file)
+        for name in ("grpc_port", "rest_api_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name} must be in 0..65535, got {getattr(self, name)}")
+        if self.max_request_bytes < 1 or self.model_threads < 1:
+            raise ConfigError("max_request_bytes and model_threads must be positive")
+
+    @property
+    def config_poll_seconds(self) -> float:
+        if self.model_config_file_poll_wait_seconds is None:
+            return self.file_system_poll_wait_seconds
+        return self.model_config_file_poll_wait_seconds
+
+    def read_models(self) -> list[ModelConfig]:
+        """The models to serve now: the single flag-given model, or the config file's current content."""
+        if self.model_config_file is not None:
+            return read_model_config_file(self.model_config_file)
+        return [ModelConfig(self.model_name, Path(self.model_base_path))]
+
+
+def read_model_config_file(path: str | Path) -> list[ModelConfig]:
+    """Parse TF Serving's text-proto ModelServerConfig with its own protos."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    try:
+        message = text_format.Parse(Path(path).read_text(), model_server_config_pb2.ModelServerConfig())
+    except (OSError, text_format.ParseError) as exc:
+        raise ConfigError(f"cannot use model config file {path}: {exc}") from exc
+    if message.WhichOneof("config") != "model_config_list":
+        raise ConfigError(f"{path}: only model_config_list is supported")
+    models: list[ModelConfig] = []
+    for entry in message.model_config_list.config:
+        if not entry.name or not entry.base_path:
+            raise ConfigError(f"{path}: every config needs name and base_path")
+        if entry.model_platform not in ("", "tensorflow"):
+            raise ConfigError(f"{path}: model {entry.name}: unsupported model_platform {entry.model_platform!r}")
+        if any(m.name == entry.name for m in models):
+            raise ConfigError(f"{path}: model {entry.name} is configured twice")
+        models.append(ModelConfig(
+            name=entry.name,
+            base_path=Path(entry.base_path),
+            version_policy=_policy_from_proto(entry.model_version_policy),
+            version_labels=dict(entry.version_labels),
+        ))
+    return models
+
+
+def _policy_from_proto(policy) -> VersionPolicy:
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        return VersionPolicy("all")
+    if choice == "specific":
+        return VersionPolicy("specific", versions=frozenset(policy.specific.versions))
+    return VersionPolicy("latest", num_versions=max(1, policy.latest.num_versions))

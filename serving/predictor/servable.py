@@ -1,0 +1,161 @@
+"""One loaded model version: its SignatureDefs exactly as stored, and the functions that run them.
+
+The signatures are read from the SavedModel itself (the `serve` MetaGraphDef in saved_model.pb),
+which is also what TF Serving reports as metadata; nothing here knows how the model was built.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from serving.predictor.errors import FailedPrecondition, InvalidArgument, PredictorError
+from serving.predictor.tensors import dtype_name, numpy_dtype
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+SERVING_TAG = "serve"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An input or output of a signature: dtype enum and shape (-1 = any size, None = any rank)."""
+
+    key: str
+    dtype: int
+    shape: tuple[int, ...] | None
+
+    @classmethod
+    def from_tensor_info(cls, key: str, info) -> "TensorSpec":
+        shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
+        return cls(key, info.dtype, shape)
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        return numpy_dtype(self.dtype)
+
+    def check(self, array: np.ndarray) -> None:
+        expected = self.numpy_dtype
+        if array.dtype != expected and not (expected == object and array.dtype.kind in "SUO"):
+            raise InvalidArgument(
+                f"Expects arg[{self.key}] to be {dtype_name(self.dtype)} but {array.dtype.name} is provided")
+        if self.shape is not None and (len(array.shape) != len(self.shape) or any(
+                want not in (-1, got) for want, got in zip(self.shape, array.shape))):
+            raise InvalidArgument(
+                f"input '{self.key}' has shape {list(array.shape)} but the signature expects "
+                f"{list(self.shape)} (-1 = any size)")
+
+    def dummy(self) -> np.ndarray | None:
+        """A one-example zero input for warm-up, or None when the shape is unknown."""
+        if self.shape is None:
+            return None
+        shape = tuple(1 if size < 0 else size for size in self.shape)
+        return np.zeros(shape, dtype=self.numpy_dtype) if self.numpy_dtype != object \
+            else np.full(shape, b"", dtype=object)
+
+
+class Signature:
+    """A callable SignatureDef that validates its inputs the way TF Serving reports errors."""
+
+    def __init__(self, name: str, signature_def, function) -> None:
+        self.name = name
+        self.method_name = signature_def.method_name
+        self.inputs = {k: TensorSpec.from_tensor_info(k, v) for k, v in signature_def.inputs.items()}
+        self.outputs = {k: TensorSpec.from_tensor_info(k, v) for k, v in signature_def.outputs.items()}
+        self._function = function
+        # Merging requests along axis 0 is only sound when every tensor has a free batch dimension.
+        self.batchable = bool(self.inputs) and all(
+            spec.shape and spec.shape[0] == -1
+            for spec in (*self.inputs.values(), *self.outputs.values()))
+
+    def validate(self, inputs: Mapping[str, np.ndarray]) -> None:
+        if inputs.keys() != self.inputs.keys():
+            sent, wanted = set(inputs), set(self.inputs)
+            raise InvalidArgument(
+                f"input size does not match signature: {len(sent)}!={len(wanted)} "
+                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
+                f"Sent extra: {{{','.join(sorted(sent - wanted))}}}. "
+                f"Missing but required: {{{','.join(sorted(wanted - sent))}}}.")
+        for key, array in inputs.items():
+            self.inputs[key].check(array)
+
+    def select_outputs(self, output_filter: Iterable[str]) -> list[str]:
+        wanted = list(dict.fromkeys(output_filter)) or list(self.outputs)
+        for key in wanted:
+            if key not in self.outputs:
+                raise InvalidArgument(
+                    f"output tensor alias not found in signature: {key} Outputs expected to be in the "
+                    f"set {{{','.join(sorted(self.outputs))}}}.")
+        return wanted
+
+    def batch_rows(self, inputs: Mapping[str, np.ndarray]) -> int | None:
+        """Rows the request contributes to a merged batch, or None when it cannot be merged."""
+        if not self.batchable:
+            return None
+        rows = {array.shape[0] for array in inputs.values()}
+        return rows.pop() if len(rows) == 1 else None
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Call the model (blocking; run it in a worker thread)."""
+        import tensorflow as tf
+
+        try:
+            outputs = self._function(**{k: tf.constant(v) for k, v in inputs.items()})
+        except tf.errors.OpError as exc:
+            raise PredictorError.from_tensorflow(exc) from exc
+        return {key: value.numpy() for key, value in outputs.items()}
+
+
+class Servable:
+    """A SavedModel version ready to predict: loaded, signatures indexed, warmed up."""
+
+    def __init__(self, path: Path, signature_defs, loaded) -> None:
+        self.path = path
+        self.signature_defs = signature_defs  # proto map name -> SignatureDef, reported as metadata
+        self._loaded = loaded  # keeps variables alive for the signature functions
+        self.signatures = {name: Signature(name, signature_defs[name], function)
+                           for name, function in loaded.signatures.items() if name in signature_defs}
+
+    @classmethod
+    def load(cls, path: str | Path, warm_up: bool = True) -> "Servable":
+        """Load and warm up one version directory; raises on anything broken (caller marks it failed)."""
+        import tensorflow as tf
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        path = Path(path)
+        saved_model = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+        meta_graph = next((mg for mg in saved_model.meta_graphs
+                           if SERVING_TAG in mg.meta_info_def.tags), None)
+        if meta_graph is None:
+            raise ValueError(f"{path} has no MetaGraphDef tagged '{SERVING_TAG}'")
+        servable = cls(path, meta_graph.signature_def, tf.saved_model.load(str(path), tags=[SERVING_TAG]))
+        if warm_up:
+            servable.warm_up()
+        return servable
+
+    def signature(self, name: str) -> Signature:
+        name = name or DEFAULT_SIGNATURE
+        if name not in self.signatures:
+            raise FailedPrecondition(f'Serving signature key "{name}" not found.')
+        return self.signatures[name]
+
+    def signature_def_map(self):
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        result = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature_def in self.signature_defs.items():
+            result.signature_def[name].CopyFrom(signature_def)
+        return result
+
+    def warm_up(self) -> None:
+        """One dummy predict, so the first real request does not pay for tracing/allocation."""
+        signature = self.signatures.get(DEFAULT_SIGNATURE)
+        if signature is None:
+            return
+        dummies = {key: spec.dummy() for key, spec in signature.inputs.items()}
+        if all(value is not None for value in dummies.values()):
+            signature.run(dummies)
