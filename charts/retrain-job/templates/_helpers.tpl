@@ -1,0 +1,92 @@
+{{/* Chart name, overridable. */}}
+{{- define "retrain-job.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name: <release>-<chart> unless the release already contains it. */}}
+{{- define "retrain-job.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "retrain-job.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "retrain-job.labels" -}}
+helm.sh/chart: {{ include "retrain-job.chart" . }}
+{{ include "retrain-job.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: fundus-seg
+{{- end }}
+
+{{- define "retrain-job.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "retrain-job.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "retrain-job.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "retrain-job.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "retrain-job.storageSecretName" -}}
+{{- if .Values.storage.createSecret }}
+{{- printf "%s-storage" (include "retrain-job.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- .Values.storage.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "retrain-job.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "retrain-job.runId" -}}
+{{- default (printf "%s-%d" .Release.Name .Release.Revision) .Values.training.runId }}
+{{- end }}
+
+{{- define "retrain-job.rolloutNamespace" -}}
+{{- default .Release.Namespace .Values.rollout.namespace }}
+{{- end }}
+
+{{/* The hardware preset's values (cpu, gpu or tpu). */}}
+{{- define "retrain-job.preset" -}}
+{{- toYaml (get .Values .Values.accelerator) }}
+{{- end }}
+
+{{/* Object-storage environment shared by the training and rollout containers. */}}
+{{- define "retrain-job.storageEnv" -}}
+{{- with include "retrain-job.storageSecretName" . }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- with .Values.storage.endpointUrl }}
+- name: AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.storage.region }}
+- name: AWS_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,272 @@
+"""Helm charts: lint, render and validate every chart with its defaults and every preset."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO, assert_valid, by_kind, load_documents, one, render, run_tool
+
+CHARTS = ("fundus-seg", "retrain-job")
+CASES = [(chart, None) for chart in CHARTS] + [
+    (chart, path.relative_to(REPO / "charts" / chart))
+    for chart in CHARTS for path in sorted((REPO / "charts" / chart / "ci").glob("*-values.yaml"))]
+IDS = [f"{chart}:{values or 'defaults'}" for chart, values in CASES]
+
+
+def values_args(chart, values):
+    return [REPO / "charts" / chart / values] if values else []
+
+
+def test_every_chart_has_presets():
+    assert {chart for chart, values in CASES if values} == set(CHARTS)
+    retrain_presets = {str(values) for chart, values in CASES if chart == "retrain-job" and values}
+    assert {"ci/cpu-values.yaml", "ci/gpu-gke-values.yaml", "ci/gpu-eks-values.yaml",
+            "ci/tpu-gke-values.yaml"} <= retrain_presets
+
+
+@pytest.mark.parametrize("chart,values", CASES, ids=IDS)
+def test_lint_strict(k8s_tools, chart, values):
+    args = ["helm", "lint", "--strict", str(REPO / "charts" / chart)]
+    for path in values_args(chart, values):
+        args += ["-f", str(path)]
+    result = run_tool(k8s_tools, *args)
+    assert "0 chart(s) failed" in result.stdout
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("chart,values", CASES, ids=IDS)
+def test_rendered_objects_validate(k8s_tools, chart, values):
+    assert_valid(render(k8s_tools, chart, *values_args(chart, values)))
+
+
+def undocumented_values(text: str) -> list[str]:
+    """Keys in a values.yaml without a `# --` comment above them. A documented key covers its
+    whole subtree (`resources:` documents requests/limits); an undocumented mapping is a section
+    whose children must be documented one by one."""
+    missing, covered_below = [], None  # indentation of the documented key whose subtree we are in
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if covered_below is not None and indent > covered_below:
+            continue
+        covered_below = None
+        key = stripped.split(":", 1)[0]
+        above = number - 1
+        while above >= 0 and lines[above].strip().startswith("#") and not lines[above].strip().startswith("# --"):
+            above -= 1
+        if above >= 0 and lines[above].strip().startswith("# --"):
+            covered_below = indent
+            continue
+        following = next((l for l in lines[number + 1:] if l.strip() and not l.strip().startswith("#")), "")
+        is_section = (not stripped.split(":", 1)[1].strip()
+                      and len(following) - len(following.lstrip()) > indent
+                      and not following.strip().startswith("-"))
+        if not is_section:
+            missing.append(f"line {number + 1}: {key}")
+    return missing
+
+
+def test_every_value_is_documented():
+    for chart in CHARTS:
+        missing = undocumented_values((REPO / "charts" / chart / "values.yaml").read_text())
+        assert not missing, f"charts/{chart}/values.yaml: values without a `# --` comment: {missing}"
+    assert undocumented_values("a:\n  b: 1\n# -- doc\nc:\n  d: 2\n") == ["line 2: b"]
+
+
+# ---------------------------------------------------------------------------------------------
+# fundus-seg: the InferenceService
+
+
+def test_isvc_serves_one_version_under_its_number(k8s_tools):
+    objects = render(k8s_tools, "fundus-seg", sets={"model.version": "7", "model.repository": "s3://b/models/"})
+    isvc = one(objects, "InferenceService")
+    predictor = isvc["spec"]["predictor"]
+    # TF Serving's --model_base_path=/mnt/models needs the version directory below it.
+    assert predictor["storageUris"] == [{"uri": "s3://b/models/optic-disc/7", "mountPath": "/mnt/models/7"}]
+    assert "storageUri" not in predictor["model"]
+    assert predictor["model"]["modelFormat"] == {"name": "tensorflow"}
+    assert predictor["model"]["ports"] == [{"name": "h2c", "containerPort": 9000, "protocol": "TCP"}]
+    assert isvc["metadata"]["name"] == "optic-disc"
+
+
+def test_no_scale_to_zero_and_ports(k8s_tools):
+    isvc = one(render(k8s_tools, "fundus-seg"), "InferenceService")
+    for component in ("predictor", "transformer"):
+        spec = isvc["spec"][component]
+        assert spec["minReplicas"] >= 1 and spec["maxReplicas"] >= spec["minReplicas"]
+        assert spec["serviceAccountName"] == "test-fundus-seg"
+    container = one([{"kind": "c", **c} for c in isvc["spec"]["transformer"]["containers"]], "c")
+    assert container["command"] == ["python", "-m", "serving.transformer"]
+    args = container["args"]
+    assert args[args.index("--model_name") + 1] == "optic-disc"
+    assert args[args.index("--predictor_host") + 1] == "optic-disc-predictor.fundus.svc.cluster.local:80"
+    assert container["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
+
+
+def test_scale_to_zero_is_rejected(k8s_tools):
+    result = run_tool(k8s_tools, "helm", "template", "t", str(REPO / "charts" / "fundus-seg"),
+                      "--set", "predictor.minReplicas=0", check=False)
+    assert result.returncode != 0 and "minReplicas" in result.stderr
+
+
+def test_grpc_preset_exposes_h2c(k8s_tools):
+    isvc = one(render(k8s_tools, "fundus-seg", REPO / "charts/fundus-seg/ci/grpc-values.yaml"), "InferenceService")
+    assert isvc["spec"]["transformer"]["containers"][0]["ports"] == [
+        {"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
+
+
+def test_deployment_mode_annotation(k8s_tools):
+    isvc = one(render(k8s_tools, "fundus-seg", REPO / "charts/fundus-seg/ci/standard-values.yaml"), "InferenceService")
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    isvc = one(render(k8s_tools, "fundus-seg"), "InferenceService")
+    assert "serving.kserve.io/deploymentMode" not in isvc["metadata"]["annotations"]
+
+
+def test_storage_credentials_secret_is_attached_to_the_service_account(k8s_tools):
+    objects = render(k8s_tools, "fundus-seg", REPO / "charts/fundus-seg/ci/minio-values.yaml")
+    secret, account = one(objects, "Secret"), one(objects, "ServiceAccount")
+    assert account["secrets"] == [{"name": secret["metadata"]["name"]}]
+    assert secret["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"] == "minio.minio.svc.cluster.local:9000"
+    assert secret["metadata"]["annotations"]["serving.kserve.io/s3-usehttps"] == "0"
+    assert set(secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    # Workload identity: no Secret, annotated ServiceAccount.
+    objects = render(k8s_tools, "fundus-seg", REPO / "charts/fundus-seg/ci/workload-identity-values.yaml")
+    assert not by_kind(objects, "Secret")
+    assert "eks.amazonaws.com/role-arn" in one(objects, "ServiceAccount")["metadata"]["annotations"]
+
+
+def test_a_broken_isvc_fails_validation(k8s_tools):
+    """The CRD check is strict: a misspelt field or a wrong type is caught."""
+    from conftest import validation_errors
+
+    isvc = one(render(k8s_tools, "fundus-seg"), "InferenceService")
+    assert validation_errors(isvc) == []
+    isvc["spec"]["predictor"]["storageUris"][0]["mountpath"] = "/mnt/models/1"
+    isvc["spec"]["predictor"]["minReplicas"] = "one"
+    problems = validation_errors(isvc)
+    assert any("mountpath" in p for p in problems) and any("minReplicas" in p for p in problems), problems
+
+
+def test_unknown_kinds_fail_validation():
+    from conftest import validation_errors
+
+    assert validation_errors({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+           "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}},
+                    "backofflimit": 2}}
+    assert any("backofflimit" in p for p in validation_errors(job))
+
+
+# ---------------------------------------------------------------------------------------------
+# retrain-job: the training Job
+
+
+def container(pod_spec, name):
+    found = [c for c in pod_spec.get("containers", []) + pod_spec.get("initContainers", []) if c["name"] == name]
+    assert len(found) == 1, f"no container {name}"
+    return found[0]
+
+
+def arg(args, flag):
+    assert flag in args, f"{flag} missing from {args}"
+    return args[args.index(flag) + 1]
+
+
+def test_job_defaults(k8s_tools):
+    job = one(render(k8s_tools, "retrain-job", release="nightly"), "Job")
+    assert job["metadata"]["name"] == "nightly-retrain-job-1"
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 2 and spec["activeDeadlineSeconds"] == 86400
+    assert spec["ttlSecondsAfterFinished"] == 604800
+    assert spec["podFailurePolicy"]["rules"][0]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and "initContainers" not in pod
+    train = container(pod, "train")
+    assert train["command"] == ["python", "-m", "training_job"]
+    args = train["args"]
+    assert arg(args, "--mode") == "full" and "--base-version" not in args
+    assert arg(args, "--data") == "s3://fundus-seg/datasets/drishti-gs1,s3://fundus-seg/datasets/rim-one-dl"
+    assert arg(args, "--model-repo") == "s3://fundus-seg/models" and arg(args, "--model-name") == "optic-disc"
+    assert arg(args, "--accelerator") == "cpu" and arg(args, "--run-id") == "nightly-1"
+    assert "--config" not in args
+    assert not any(key.startswith(("nvidia.com", "google.com")) for key in train["resources"].get("limits", {}))
+
+
+def test_incremental_with_rollout(k8s_tools):
+    objects = render(k8s_tools, "retrain-job", REPO / "charts/retrain-job/ci/incremental-rollout-values.yaml",
+                     namespace="training")
+    job = one(objects, "Job")
+    pod = job["spec"]["template"]["spec"]
+    train = container(pod, "train")
+    assert [c["name"] for c in pod["initContainers"]] == ["train"]
+    assert arg(train["args"], "--mode") == "incremental" and arg(train["args"], "--base-version") == "latest"
+    assert arg(train["args"], "--epochs") == "10" and arg(train["args"], "--steps-per-epoch") == "50"
+    assert arg(train["args"], "--config") == "/etc/fundus-seg/train.yaml"
+    config = one(objects, "ConfigMap")
+    assert "learning_rate: 0.0001" in config["data"]["train.yaml"]
+    assert {v["name"]: v for v in pod["volumes"]}["config"]["configMap"]["name"] == config["metadata"]["name"]
+    env = {e["name"]: e for e in train["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "fundus-seg-storage", "key": "AWS_ACCESS_KEY_ID"}
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.minio.svc.cluster.local:9000"
+
+    rollout = container(pod, "rollout")
+    assert rollout["command"] == ["fundus-seg", "rollout", "start"]
+    assert arg(rollout["args"], "--run-id") == arg(train["args"], "--run-id")
+    assert arg(rollout["args"], "--isvc") == "optic-disc" and arg(rollout["args"], "--namespace") == "fundus-seg"
+    assert arg(rollout["args"], "--percent") == "10" and arg(rollout["args"], "--tolerance") == "0.01"
+    role, binding = one(objects, "Role"), one(objects, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "fundus-seg"
+    rules = {rule["apiGroups"][0]: set(rule["verbs"]) for rule in role["rules"]}
+    assert {"get", "patch", "watch"} <= rules["serving.kserve.io"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "training"}]
+
+
+@pytest.mark.parametrize("preset,selector", [
+    ("gpu-gke", {"cloud.google.com/gke-accelerator": "nvidia-l4"}),
+    ("gpu-eks", {"eks.amazonaws.com/nodegroup": "gpu", "node.kubernetes.io/instance-type": "g6.xlarge"}),
+])
+def test_gpu_presets(k8s_tools, preset, selector):
+    job = one(render(k8s_tools, "retrain-job", REPO / f"charts/retrain-job/ci/{preset}-values.yaml"), "Job")
+    pod = job["spec"]["template"]["spec"]
+    train = container(pod, "train")
+    assert train["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == selector
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert arg(train["args"], "--accelerator") == "gpu"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in train["volumeMounts"]
+
+
+def test_tpu_preset(k8s_tools):
+    job = one(render(k8s_tools, "retrain-job", REPO / "charts/retrain-job/ci/tpu-gke-values.yaml"), "Job")
+    pod = job["spec"]["template"]["spec"]
+    train = container(pod, "train")
+    assert train["resources"]["limits"]["google.com/tpu"] == 4 == train["resources"]["requests"]["google.com/tpu"]
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+                                   "cloud.google.com/gke-tpu-topology": "2x2", "cloud.google.com/gke-spot": "true"}
+    assert {"key": "google.com/tpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert arg(train["args"], "--accelerator") == "tpu"
+
+
+def test_each_revision_launches_a_new_job():
+    """`helm upgrade` bumps .Release.Revision; Jobs are immutable, so the name carries it
+    (`helm template` always renders revision 1: see test_job_defaults)."""
+    template = (REPO / "charts" / "retrain-job" / "templates" / "job.yaml").read_text()
+    metadata = template.split("kind: Job", 1)[1].split("spec:", 1)[0]
+    assert ".Release.Revision" in metadata.split("name:", 1)[1].splitlines()[0]
+
+
+@pytest.mark.parametrize("sets,needle", [
+    ({"accelerator": "fpga"}, "accelerator"),
+    ({"training.mode": "partial"}, "mode"),
+    ({"tpu.topology": "big", "accelerator": "tpu"}, "topology"),
+    ({"rollout.percent": "100"}, "percent"),
+    ({"storage.createSecret": "true"}, "storage.accessKeyId is required"),
+])
+def test_bad_values_are_rejected(k8s_tools, sets, needle):
+    args = ["helm", "template", "r", str(REPO / "charts" / "retrain-job")]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    result = run_tool(k8s_tools, *args, check=False)
+    assert result.returncode != 0 and needle in result.stderr, result.stderr
