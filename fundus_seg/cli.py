@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMPONENT_CLIS = ("training_job.cli", "serving.cli")
+COMPONENT_CLIS = ("training_job.cli", "serving.cli", "fundus_seg.data_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,71 @@
+"""The paper's data augmentation.
+
+Static: brightness/contrast variants of every preprocessed image, made once (numpy).
+Dynamic: a random rotation, shift, zoom and flip per sample, drawn fresh every step inside the
+`tf.data` pipeline as ONE projective transform applied to image and mask stacked together, so
+the two can never drift apart and the whole batch costs a single fused op.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    static_variants: tuple[tuple[float, float], ...] = ((1.0, 0.0), (1.25, 0.0), (0.8, 0.0), (1.0, 0.1), (1.0, -0.1))
+    """(contrast, brightness) pairs: x -> contrast * (x - 0.5) + 0.5 + brightness; (1, 0) keeps the original."""
+    rotation_deg: float = 20.0
+    shift_fraction: float = 0.1
+    zoom_range: tuple[float, float] = (0.85, 1.25)
+    """Scale factors drawn log-uniformly; > 1 zooms in (the disc looks bigger)."""
+    horizontal_flip: bool = True
+    vertical_flip: bool = False
+
+
+def static_augment(images: np.ndarray, masks: np.ndarray, config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Every image once per (contrast, brightness) variant; masks are repeated unchanged."""
+    variants = [np.clip(c * (images - 0.5) + 0.5 + b, 0.0, 1.0).astype(np.float32) for c, b in config.static_variants]
+    return np.concatenate(variants), np.concatenate([masks] * len(variants))
+
+
+def random_transforms(batch_size: tf.Tensor, size: int, config: AugmentConfig) -> tf.Tensor:
+    """[batch, 8] projective transforms mapping output pixel coordinates to input coordinates."""
+    uniform = lambda low, high: tf.random.uniform([batch_size], low, high)  # noqa: E731
+    theta = uniform(-1.0, 1.0) * math.radians(config.rotation_deg)
+    low, high = config.zoom_range
+    scale = tf.exp(uniform(math.log(low), math.log(high)))
+    shift_x = uniform(-config.shift_fraction, config.shift_fraction) * size
+    shift_y = uniform(-config.shift_fraction, config.shift_fraction) * size
+
+    def flips(enabled: bool) -> tf.Tensor:
+        return tf.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0) if enabled else tf.ones([batch_size])
+
+    flip_x, flip_y = flips(config.horizontal_flip), flips(config.vertical_flip)
+    cos, sin = tf.cos(theta) / scale, tf.sin(theta) / scale
+    a0, a1 = cos * flip_x, -sin * flip_y
+    b0, b1 = sin * flip_x, cos * flip_y
+    center = (size - 1) / 2.0
+    a2 = center - a0 * center - a1 * center + shift_x
+    b2 = center - b0 * center - b1 * center + shift_y
+    zeros = tf.zeros([batch_size])
+    return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+
+def dynamic_augment(images: tf.Tensor, masks: tf.Tensor, config: AugmentConfig) -> tuple[tf.Tensor, tf.Tensor]:
+    """Apply one random geometric transform per sample, identically to image and mask."""
+    size = images.shape[1]
+    stacked = tf.concat([images, masks], axis=-1)
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=stacked,
+        transforms=random_transforms(tf.shape(images)[0], size, config),
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+    channels = images.shape[-1]
+    return warped[..., :channels], warped[..., channels:]

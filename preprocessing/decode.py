@@ -1,0 +1,97 @@
+"""Turn untrusted bytes into an RGB uint8 array, or fail with a clear ImageDecodeError.
+
+The header is read first (Pillow opens lazily), so absurd dimensions are refused before any
+pixel memory is allocated: a decompression bomb costs a few bytes of parsing, not gigabytes.
+EXIF orientation is applied so a phone-rotated JPEG segments the way a clinician sees it.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from preprocessing.errors import ImageDecodeError
+
+SUPPORTED_FORMATS = ("JPEG", "PNG")
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What an acceptable image looks like; the defaults cover every fundus camera we know of."""
+
+    max_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = 40_000_000  # e.g. 8000 x 5000
+    max_side: int = 12_000
+    min_side: int = 32
+
+
+def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageDecodeError(f"expected image bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ImageDecodeError("empty image: 0 bytes")
+    if len(data) > limits.max_bytes:
+        raise ImageDecodeError(f"image is {len(data)} bytes, more than the limit of {limits.max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"not a readable image ({exc.__class__.__name__}); send a JPEG or PNG") from None
+    except Exception as exc:  # Pillow raises assorted errors on garbage headers
+        raise ImageDecodeError(f"not a readable image: {exc}") from None
+    if image.format not in SUPPORTED_FORMATS:
+        raise ImageDecodeError(f"unsupported image format {image.format}; send a JPEG or PNG")
+    width, height = image.size
+    if width * height > limits.max_pixels or max(width, height) > limits.max_side:
+        raise ImageDecodeError(
+            f"image is {width}x{height}, larger than the limit of {limits.max_pixels} pixels / {limits.max_side} px per side"
+        )
+    if min(width, height) < limits.min_side:
+        raise ImageDecodeError(f"image is {width}x{height}, smaller than {limits.min_side} px per side")
+    return image
+
+
+def _load(image: Image.Image) -> Image.Image:
+    try:
+        image.load()
+        return ImageOps.exif_transpose(image)
+    except Exception as exc:  # truncated or corrupt pixel data
+        raise ImageDecodeError(f"corrupt image data: {exc}") from None
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype in (np.uint16, np.int32, np.int64) or array.dtype.kind in "iu":
+        # 16-bit PNG (mode I;16 / I): scale the full range down to 8 bits.
+        return (np.clip(array, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    return np.clip(array, 0, 255).astype(np.uint8)
+
+
+def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
+    """Decode JPEG/PNG bytes (8/16-bit, grey, RGB, RGBA, palette, EXIF-rotated) to H x W x 3 uint8 RGB."""
+    image = _load(_open(data, limits))
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        grey = _to_uint8(np.asarray(image))
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "RGBA" or mode == "LA" or (mode == "P" and "transparency" in image.info):
+        # Fundus images have no meaningful transparency: composite on black like the camera border.
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    rgb = np.asarray(image.convert("RGB"))
+    return np.ascontiguousarray(rgb)
+
+
+def decode_mask(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
+    """Decode a binary mask image to H x W bool (any non-zero pixel is foreground)."""
+    image = _load(_open(data, limits))
+    array = np.asarray(image.convert("L") if image.mode not in ("L", "1", "I;16", "I") else image)
+    return array > 0

@@ -1,0 +1,34 @@
+"""From a probability map to one plausible disc: threshold, largest component, filled holes.
+
+An eye has one optic disc, and it has no holes; enforcing both removes the typical failure
+modes of a small U-Net (bright exudates elsewhere, a dark vessel trunk crossing the disc).
+Shared by evaluation and serving so both report the same mask.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:  # background only, or a single component
+        return mask.astype(bool)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == largest
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill every background region not connected to the image border."""
+    if not mask.any():
+        return mask.astype(bool)
+    padded = np.pad(mask.astype(np.uint8), 1)
+    flood = padded.copy()
+    cv2.floodFill(flood, None, (0, 0), 1)
+    holes = flood[1:-1, 1:-1] == 0
+    return mask.astype(bool) | holes
+
+
+def postprocess_mask(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Probability map (any resolution) -> bool mask of the single, hole-free disc."""
+    return fill_holes(largest_component(np.asarray(probability).squeeze() >= threshold))

@@ -1,0 +1,1 @@
+"""Owns the model: the recursive U-Net, training, evaluation, checkpoints and publishing versions."""

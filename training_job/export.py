@@ -1,0 +1,42 @@
+"""Write a trained model as a TF Serving SavedModel version with its metrics.json, and publish it.
+
+The serving signature is the contract with every predictor: `serving_default`, input `images`
+float32 N x 128 x 128 x 3 (preprocessed), output `disc_probability` float32 N x 128 x 128 x 1.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from fundus_seg import storage
+
+INPUT_KEY, OUTPUT_KEY, SIGNATURE = "images", "disc_probability", "serving_default"
+KERAS_FILE = "model.keras"
+
+
+def save_serving_model(model: keras.Model, directory: str | Path, metrics: dict) -> Path:
+    directory = Path(directory)
+    size = model.input_shape[1]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE,
+        fn=lambda images: {OUTPUT_KEY: model(images, training=False)},
+        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_KEY)],
+    )
+    archive.write_out(str(directory), verbose=False)
+    # TF Serving ignores extra files; incremental training restarts from these Keras weights.
+    model.save(directory / KERAS_FILE)
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def publish(model: keras.Model, metrics: dict, model_repo: str, model_name: str, run_id: str | None = None) -> int:
+    """Save to a scratch folder, then publish atomically as the next integer version."""
+    with tempfile.TemporaryDirectory(prefix="fundus-seg-export-") as scratch:
+        local = save_serving_model(model, Path(scratch) / "model", metrics)
+        return storage.publish_version(local, model_repo, model_name, run_id=run_id)

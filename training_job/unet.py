@@ -1,0 +1,94 @@
+"""The paper's generalized U-Net, built recursively.
+
+A U-Net of depth D is: a convolution block at width w, then (if D > 0) a down-sampling, a
+U-Net of depth D-1 at width w*IR, an up-sampling back, a skip concatenation and a second
+convolution block. Depth counts the down-sampling steps, so there are D+1 resolution levels;
+with that convention the parameter counts of the paper's Table 1 come out (6/40/1.1 ~ 0.9 M).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    depth: int = 6
+    width: int = 40
+    increment_ratio: float = 1.1
+    batchnorm: bool = True
+    upsampling: bool = False
+    """False: transposed convolution (the paper's choice, TPU-friendly); True: bilinear up-sampling + 1x1 conv."""
+    dropout: float = 0.0
+    input_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.depth < 0 or self.width < 1 or self.increment_ratio <= 0 or not 0 <= self.dropout < 1:
+            raise ValueError(f"invalid U-Net configuration: {self}")
+        if self.input_size % (2**self.depth):
+            raise ValueError(f"input size {self.input_size} is not divisible by 2**depth = {2**self.depth}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.depth}/{self.width}/{self.increment_ratio:g}"
+
+    def width_at(self, level: int) -> int:
+        return max(1, int(round(self.width * self.increment_ratio**level)))
+
+
+def conv_block(x, width: int, config: UNetConfig, name: str):
+    """Two 3x3 convolutions (optionally batch-normalised), dropout between them."""
+    for i in (1, 2):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=not config.batchnorm, name=f"{name}_conv{i}")(x)
+        if config.batchnorm:
+            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+        if i == 1 and config.dropout > 0:
+            x = layers.SpatialDropout2D(config.dropout, name=f"{name}_dropout")(x)
+    return x
+
+
+def up(x, width: int, config: UNetConfig, name: str):
+    if config.upsampling:
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_upsample")(x)
+        return layers.Conv2D(width, 1, name=f"{name}_upconv")(x)
+    return layers.Conv2DTranspose(width, 2, strides=2, name=f"{name}_transpose")(x)
+
+
+def unet_level(x, level: int, config: UNetConfig):
+    """The recursive definition: block, then (if not at the bottom) down, recurse, up, merge."""
+    width = config.width_at(level)
+    x = conv_block(x, width, config, name=f"enc{level}")
+    if level == config.depth:
+        return x
+    deeper = layers.MaxPooling2D(2, name=f"down{level}")(x)
+    deeper = unet_level(deeper, level + 1, config)
+    merged = layers.Concatenate(name=f"skip{level}")([x, up(deeper, width, config, name=f"up{level}")])
+    return conv_block(merged, width, config, name=f"dec{level}")
+
+
+def build_unet(config: UNetConfig) -> keras.Model:
+    inputs = keras.Input((config.input_size, config.input_size, 3), name="images")
+    features = unet_level(inputs, 0, config)
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="disc_probability", dtype="float32")(features)
+    return keras.Model(inputs, outputs, name=f"unet_{config.depth}_{config.width}_{config.increment_ratio:g}")
+
+
+def trainable_params(model: keras.Model) -> int:
+    return int(sum(int(w.numpy().size) for w in model.trainable_weights))
+
+
+def flops_per_image(model: keras.Model) -> int:
+    """Multiply-adds x 2 of every convolution for one image (the cost that matters on CPU and GPU)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)):
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1]
+            _, h, w, cout = layer.output.shape
+            if isinstance(layer, layers.Conv2DTranspose):
+                h, w = layer.input.shape[1], layer.input.shape[2]  # each input pixel scatters a kernel
+            total += 2 * h * w * kh * kw * cin * cout
+    return total
