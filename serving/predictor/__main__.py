@@ -97,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"serving.predictor: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    # Everything is stopped; skip the interpreter's teardown of TensorFlow, which takes seconds.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,138 @@
+"""`python -m serving.predictor`: TF Serving's flags and config files, start-up line, clean SIGTERM."""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from serving.predictor.__main__ import build_parser, config_from_args
+from serving.predictor.config import (BatchingConfig, ConfigError, PredictorConfig, VersionPolicy,
+                                      read_model_config_file)
+
+from predictor_helpers import images, rest
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def parse(*argv: str) -> PredictorConfig:
+    return config_from_args(build_parser().parse_args(argv))
+
+
+def test_flags_mirror_tensorflow_model_server_and_accept_dashes(tmp_path):
+    underscored = parse("--port=9000", "--rest_api_port", "9001", "--model_name", "optic-disc",
+                        "--model_base_path", str(tmp_path), "--file_system_poll_wait_seconds", "2",
+                        "--enable_batching", "--max_batch_size", "8", "--batch_timeout_micros", "500")
+    dashed = parse("--port=9000", "--rest-api-port", "9001", "--model-name", "optic-disc",
+                   "--model-base-path", str(tmp_path), "--file-system-poll-wait-seconds", "2",
+                   "--enable-batching=true", "--max-batch-size", "8", "--batch-timeout-micros", "500")
+    assert underscored == dashed
+    assert (dashed.grpc_port, dashed.rest_api_port, dashed.model_name) == (9000, 9001, "optic-disc")
+    assert dashed.batching == BatchingConfig(max_batch_size=8, batch_timeout_micros=500)
+    assert parse("--model_base_path", str(tmp_path)).batching is None  # off by default, like TF Serving
+
+
+def test_batching_parameters_file(tmp_path):
+    params = tmp_path / "batching.config"
+    params.write_text("max_batch_size { value: 32 }\nbatch_timeout_micros { value: 1000 }  # comment\n"
+                      "num_batch_threads { value: 3 }\npad_variable_length_inputs: true\n")
+    config = parse("--model_base_path", str(tmp_path), "--enable_batching",
+                   "--batching_parameters_file", str(params), "--max_batch_size", "16")
+    assert config.batching == BatchingConfig(max_batch_size=16, batch_timeout_micros=1000, num_batch_threads=3)
+
+
+def test_model_config_file_policies_and_labels(tmp_path):
+    path = tmp_path / "models.config"
+    path.write_text("""
+        model_config_list {
+          config { name: "a" base_path: "/models/a" model_platform: "tensorflow"
+                   model_version_policy { specific { versions: 1 versions: 2 } }
+                   version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 2 } }
+          config { name: "b" base_path: "/models/b" model_version_policy { all {} } }
+          config { name: "c" base_path: "/models/c" model_version_policy { latest { num_versions: 2 } } }
+          config { name: "d" base_path: "/models/d" }
+        }""")
+    a, b, c, d = read_model_config_file(path)
+    assert a.version_policy == VersionPolicy("specific", versions=frozenset({1, 2}))
+    assert a.version_labels == {"stable": 1, "canary": 2}
+    assert b.version_policy.select([3, 1, 2]) == {1, 2, 3}
+    assert c.version_policy.select([3, 1, 2]) == {2, 3}
+    assert d.version_policy.select([3, 1, 2]) == {3} and d.base_path == Path("/models/d")
+    assert a.version_policy.select([2, 3]) == {2}
+
+
+@pytest.mark.parametrize("text", [
+    "model_config_list { config { name: 'a' } }",
+    "model_config_list { config { name: 'a' base_path: '/x' } config { name: 'a' base_path: '/y' } }",
+    "model_config_list { config { name: 'a' base_path: '/x' model_platform: 'pytorch' } }",
+    "not a config",
+])
+def test_bad_model_config_files_are_config_errors(tmp_path, text):
+    path = tmp_path / "models.config"
+    path.write_text(text)
+    with pytest.raises(ConfigError):
+        read_model_config_file(path)
+
+
+def test_exactly_one_model_source(tmp_path):
+    with pytest.raises(ConfigError):
+        PredictorConfig()
+    with pytest.raises(ConfigError):
+        PredictorConfig(model_base_path=tmp_path, model_config_file=tmp_path / "models.config")
+
+
+@pytest.mark.slow
+def test_subprocess_start_announce_serve_and_stop_on_sigterm(tmp_path, publish):
+    publish(tmp_path / "optic-disc", 1)
+    command = [sys.executable, "-m", "serving.predictor", "--port", "0", "--rest_api_port", "0",
+               "--host", "127.0.0.1", "--model_name", "optic-disc",
+               "--model_base_path", str(tmp_path / "optic-disc"), "--file_system_poll_wait_seconds", "0.2",
+               "--enable_batching", "--max_batch_size", "4"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    lines: queue.Queue[str] = queue.Queue()
+    output: list[str] = []
+
+    def read() -> None:
+        for line in process.stdout:
+            output.append(line)
+            lines.put(line)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        ports: dict[str, int] = {}
+        deadline = time.monotonic() + 90
+        while len(ports) < 2 and time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                assert process.poll() is None, "predictor exited during start-up"
+                continue
+            if match := re.search(r"Running gRPC ModelServer at [\d.]+:(\d+)", line):
+                ports["grpc"] = int(match[1])
+            if match := re.search(r"Exporting HTTP/REST API at:[\d.]+:(\d+)", line):
+                ports["rest"] = int(match[1])
+        assert len(ports) == 2, "start-up lines not seen"
+        server = SimpleNamespace(rest_port=ports["rest"], grpc_port=ports["grpc"])
+        deadline = time.monotonic() + 30
+        while rest(server, "GET", "/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status, body = rest(server, "POST", "/v1/models/optic-disc:predict", {"instances": images(0).tolist()})
+        assert status == 200 and len(body["predictions"]) == 1
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    reader.join(10)
+    assert "Predictor stopped" in "".join(output)
