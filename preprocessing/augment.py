@@ -28,7 +28,7 @@ class AugmentConfig:
 
 def static_augment(images: np.ndarray, masks: np.ndarray, config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
     """Every image once per (contrast, brightness) variant; masks are repeated unchanged."""
-    variants = [np.clip(c * (images - 0.5) + 0.5 + b, 0.0, 1.0).astype(np.float32) for c, b in config.static_variants]
+    variants = [np.clip(c * images + (0.5 - 0.5 * c + b), 0.0, 1.0).astype(np.float32) for c, b in config.static_variants]
     return np.concatenate(variants), np.concatenate([masks] * len(variants))
 
 

@@ -1,0 +1,38 @@
+import numpy as np
+import tensorflow as tf
+
+from preprocessing import dice, preprocess_image, preprocess_mask
+from preprocessing.augment import AugmentConfig, dynamic_augment, static_augment
+from tests.helpers import synthetic_fundus
+
+
+def _pair(seed=0):
+    rgb, mask = synthetic_fundus(center=(250, 130), radius=28, seed=seed)
+    return preprocess_image(rgb)[0], preprocess_mask(mask)
+
+
+def test_static_variants_change_brightness_and_contrast_only():
+    x, m = _pair()
+    config = AugmentConfig()
+    images, masks = static_augment(x[None], m[None], config)
+    assert len(images) == len(config.static_variants) == len(masks)
+    assert np.array_equal(images[0], x)
+    assert images[3].mean() > x.mean() > images[4].mean()  # brighter, darker
+    assert images[1].std() > x.std() > images[2].std()  # more, less contrast
+    assert all(np.array_equal(mask, m) for mask in masks)
+
+
+def test_dynamic_augmentation_moves_image_and_mask_together():
+    tf.random.set_seed(1)
+    x, m = _pair()
+    images = tf.constant(np.repeat(x[None], 16, axis=0))
+    masks = tf.constant(np.repeat(m[None], 16, axis=0))
+    config = AugmentConfig(rotation_deg=30, shift_fraction=0.15, zoom_range=(0.7, 1.4), vertical_flip=True)
+    out_x, out_m = dynamic_augment(images, masks, config)
+    out_x, out_m = out_x.numpy(), out_m.numpy()
+    assert out_x.shape == images.shape and out_m.shape == masks.shape
+    moved = [dice(out_m[i, ..., 0] >= 0.5, m[..., 0] >= 0.5) for i in range(16)]
+    assert min(moved) < 0.9, "the transforms should actually move the disc"
+    for i in range(16):
+        bright = out_x[i].mean(axis=2) > 0.85
+        assert dice(bright, out_m[i, ..., 0] >= 0.5) > 0.8, f"sample {i}: image and mask drifted apart"
