@@ -9,6 +9,7 @@ import functools
 import logging
 
 import grpc
+from google.protobuf import wrappers_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
@@ -120,7 +121,29 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         raise Unimplemented("Edit the --model_config_file instead; it is re-read on every poll")
 
 
+_SERVING, _NOT_SERVING = 1, 2  # grpc.health.v1.HealthCheckResponse.ServingStatus
+_HEALTH_SERVICES = {"", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"}
+
+
+def _health_handler(manager: ModelManager) -> grpc.GenericRpcHandler:
+    """grpc.health.v1.Health/Check: SERVING once every model has an AVAILABLE version.
+
+    Its messages have one field each, wire-identical to StringValue (service) and Int32Value
+    (status), so no grpcio-health-checking dependency is needed; Kubernetes gRPC probes work.
+    """
+    async def check(request: wrappers_pb2.StringValue, context) -> wrappers_pb2.Int32Value:
+        if request.value not in _HEALTH_SERVICES:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.value!r}")
+        return wrappers_pb2.Int32Value(value=_SERVING if manager.is_ready() else _NOT_SERVING)
+
+    return grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            check, request_deserializer=wrappers_pb2.StringValue.FromString,
+            response_serializer=wrappers_pb2.Int32Value.SerializeToString)})
+
+
 def add_services(server: grpc.aio.Server, core: PredictionCore, manager: ModelManager) -> None:
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(core, manager), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
+    server.add_generic_rpc_handlers((_health_handler(manager),))

@@ -42,7 +42,9 @@ class PredictionCore:
         self._batcher = Batcher(batching, executor) if batching else None
 
     async def predict(self, ref: ModelRef, signature_name: str, decode: Decoder,
-                      output_filter: Iterable[str] = (), api: str = "grpc") -> Prediction:
+                      output_filter: Iterable[str] = (), api: str = "grpc",
+                      decode_in_thread: bool = False) -> Prediction:
+        """Run one request; `decode_in_thread` keeps slow decoders (JSON lists) off the event loop."""
         started = time.perf_counter()
         version, status = "", "OK"
         try:
@@ -50,7 +52,8 @@ class PredictionCore:
                 version = str(mv.version)
                 signature = mv.servable.signature(signature_name)
                 wanted = signature.select_outputs(output_filter)
-                inputs = decode(signature)
+                inputs = (await asyncio.get_running_loop().run_in_executor(None, decode, signature)
+                          if decode_in_thread else decode(signature))
                 signature.validate(inputs)
                 outputs = await self._run(mv, signature, inputs)
                 return Prediction(mv.version, signature.name, {key: outputs[key] for key in wanted})

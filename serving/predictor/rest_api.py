@@ -104,7 +104,8 @@ class RestApi:
         body = await request.read()  # raises 413 past client_max_size
         loop = asyncio.get_running_loop()
         parsed = await loop.run_in_executor(None, RestPredictRequest.parse, body)
-        prediction = await self._core.predict(_ref(match), parsed.signature_name, parsed.decode, api="rest")
+        prediction = await self._core.predict(_ref(match), parsed.signature_name, parsed.decode, api="rest",
+                                              decode_in_thread=True)
         payload = await loop.run_in_executor(None, encode_response, prediction.outputs, parsed.row_format)
         return web.Response(body=payload, content_type="application/json")
 

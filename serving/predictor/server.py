@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from aiohttp import web
 
-from serving.predictor.config import PredictorConfig
+from serving.predictor.config import ConfigError, PredictorConfig
 from serving.predictor.grpc_service import add_services
 from serving.predictor.metrics import PredictorMetrics
 from serving.predictor.model_manager import ModelManager
@@ -59,24 +59,42 @@ class PredictorServer:
         self._executor = ThreadPoolExecutor(config.model_threads, thread_name_prefix="predict")
         core = PredictionCore(self.manager, self._executor, self.metrics, config.batching)
 
+        try:
+            await self._serve_grpc(core)
+            await self._serve_rest(core)
+        except BaseException:  # e.g. a port in use: release what was bound
+            await self.stop()
+            raise
+        self._poller = asyncio.create_task(self.manager.run())
+        log.info("Running gRPC ModelServer at %s:%d ...", config.host, self.grpc_port)
+        log.info("Exporting HTTP/REST API at:%s:%d ...", config.host, self.rest_port)
+
+    async def _serve_grpc(self, core: PredictionCore) -> None:
+        config = self.config
         self._grpc = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", config.max_request_bytes),
             ("grpc.max_send_message_length", -1),
         ])
         add_services(self._grpc, core, self.manager)
-        _add_grpc_health(self._grpc, self.manager)
-        self.grpc_port = self._grpc.add_insecure_port(f"{_host(config.host)}:{config.grpc_port}")
+        address = f"{_host(config.host)}:{config.grpc_port}"
+        try:
+            self.grpc_port = self._grpc.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot bind the gRPC port {address}: {exc}") from exc
         await self._grpc.start()
 
-        self._rest = web.AppRunner(RestApi(core, self.manager, self.metrics).app(config.max_request_bytes),
-                                   access_log=None, handle_signals=False)
+    async def _serve_rest(self, core: PredictionCore) -> None:
+        config = self.config
+        app = RestApi(core, self.manager, self.metrics).app(config.max_request_bytes)
+        self._rest = web.AppRunner(app, access_log=None, handle_signals=False,
+                                   shutdown_timeout=config.shutdown_grace_seconds)
         await self._rest.setup()
-        await web.TCPSite(self._rest, config.host, config.rest_api_port).start()
+        site = web.TCPSite(self._rest, config.host, config.rest_api_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot bind the REST port {config.host}:{config.rest_api_port}: {exc}") from exc
         self.rest_port = self._rest.addresses[0][1]
-
-        self._poller = asyncio.create_task(self.manager.run())
-        log.info("Running gRPC ModelServer at %s:%d ...", config.host, self.grpc_port)
-        log.info("Exporting HTTP/REST API at:%s:%d ...", config.host, self.rest_port)
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to shutdown_grace_seconds), unload."""
@@ -186,20 +204,3 @@ def _configure_tensorflow(config: PredictorConfig) -> None:
             tf.config.experimental.set_memory_growth(gpu, True)
     except (RuntimeError, ValueError) as exc:
         log.debug("TensorFlow runtime already configured: %s", exc)
-
-
-def _add_grpc_health(server: grpc.aio.Server, manager: ModelManager) -> None:
-    """grpc.health.v1 Check (SERVING once every model is ready) when grpcio-health-checking is installed."""
-    try:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-    except ImportError:
-        return
-
-    class Health(health_pb2_grpc.HealthServicer):
-        async def Check(self, request, context):
-            ready = manager.is_ready()
-            return health_pb2.HealthCheckResponse(
-                status=health_pb2.HealthCheckResponse.SERVING if ready
-                else health_pb2.HealthCheckResponse.NOT_SERVING)
-
-    health_pb2_grpc.add_HealthServicer_to_server(Health(), server)

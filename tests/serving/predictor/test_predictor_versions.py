@@ -154,3 +154,24 @@ def test_labels_from_model_config_move_at_runtime(tmp_path, publish, start_serve
     models_config.write_text("model_config_list { this is not a config")  # a broken edit is ignored
     time.sleep(0.5)  # several polls
     assert served_version(server, label="stable") == 2 and server.ready
+
+
+def test_grpc_health_and_busy_port(tmp_path, publish, start_server):
+    import grpc
+    from google.protobuf import wrappers_pb2
+
+    from serving.predictor.config import ConfigError
+
+    base = tmp_path / "optic-disc"
+    server = start_server(config(model_name="optic-disc", model_base_path=base))
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    check = channel.unary_unary("/grpc.health.v1.Health/Check",  # HealthCheckRequest/Response wire format
+                                request_serializer=wrappers_pb2.StringValue.SerializeToString,
+                                response_deserializer=wrappers_pb2.Int32Value.FromString)
+    assert check(wrappers_pb2.StringValue(), timeout=10).value == 2  # NOT_SERVING: nothing loaded yet
+    publish(base, 1)
+    eventually(lambda: check(wrappers_pb2.StringValue(), timeout=10).value == 1)  # SERVING
+
+    with pytest.raises(ConfigError, match="REST port"):
+        start_server(config(model_name="optic-disc", model_base_path=base, rest_api_port=server.rest_port))
+    assert check(wrappers_pb2.StringValue(value="tensorflow.serving.PredictionService"), timeout=10).value == 1
