@@ -198,6 +198,7 @@ class ModelManager:
             keep = aspired | set(model.labels.values())
             for mv in model.versions.values():
                 if mv.version not in keep and mv.state == State.AVAILABLE:
+                    mv.state = State.UNLOADING  # now, so no new request (or reconcile) picks it
                     self._spawn(self._unload(model, mv))
         if model.removed and all(mv.state == State.END for mv in model.versions.values()):
             self._models.pop(model.config.name, None)
@@ -208,7 +209,7 @@ class ModelManager:
 
     def _move_labels(self, model: _Model) -> None:
         labels = {}
-        for label, target in model.config.version_labels.items():
+        for label, target in ({} if model.removed else model.config.version_labels).items():
             if model.available(target):
                 labels[label] = target
             elif model.available(model.labels.get(label)):
@@ -240,7 +241,6 @@ class ModelManager:
         self._reconcile(model)
 
     async def _unload(self, model: _Model, mv: ModelVersion) -> None:
-        mv.state = State.UNLOADING
         log.info("Unloading servable version {name: %s version: %d} after %d in-flight requests",
                  mv.model, mv.version, mv.inflight)
         if mv.inflight:
