@@ -1,150 +1,18 @@
-"""Offline Kubernetes checks: real `helm`/`kubectl` binaries, schemas, no cluster.
-
-* `helm lint --strict` and `helm template` for every chart and every `ci/*-values.yaml` preset,
-  `kubectl kustomize` for every overlay under `k8s/overlays/`;
-* every rendered built-in object validates with `kubernetes-validate` in strict mode (unknown
-  properties are errors) against the oldest and the newest Kubernetes version we support, and
-  a kind it has no schema for is an error too (its CLI only warns about those);
-* every InferenceService validates against KServe's CRD schema from `<repo>/../shared/schemas`,
-  made strict the same way (an unknown field anywhere is an error, as with kubectl's default
-  `--validate=strict`).
-
-The binaries come from `tools/install-k8s-tools.sh`; when it cannot install them the tests that
-need them are skipped with the installer's message.
-"""
+"""Fixtures for the offline Kubernetes checks (helpers live in tests/k8s/manifests.py)."""
 from __future__ import annotations
 
-import copy
-import functools
-import subprocess
 from pathlib import Path
 
-import jsonschema
-import kubernetes_validate
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-SCHEMAS = REPO / ".." / "shared" / "schemas"
-ISVC_CRD = SCHEMAS / "kserve" / "serving.kserve.io_inferenceservices.yaml"
-TOOLS_BIN = REPO / "tools" / "bin"
-# Oldest (the charts' kubeVersion) and newest Kubernetes versions the manifests must satisfy.
-KUBE_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
-CRD_KINDS = {("serving.kserve.io/v1beta1", "InferenceService")}
-
-
-@functools.cache
-def _install_tools() -> str | None:
-    """Run the installer once; return why it failed, or None."""
-    if (TOOLS_BIN / "helm").exists() and (TOOLS_BIN / "kubectl").exists():
-        return None
-    try:
-        result = subprocess.run([str(REPO / "tools" / "install-k8s-tools.sh")], capture_output=True,
-                                text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"tools/install-k8s-tools.sh did not run: {exc}"
-    if result.returncode != 0:
-        return f"tools/install-k8s-tools.sh failed: {(result.stderr or result.stdout).strip()[-500:]}"
-    return None
+from tests.k8s.manifests import TOOLS_BIN, install_tools
 
 
 @pytest.fixture(scope="session")
 def k8s_tools() -> Path:
     """tools/bin with working helm and kubectl, or skip (printing why)."""
-    reason = _install_tools()
+    reason = install_tools()
     if reason:
         print(f"SKIP k8s tool tests: {reason}")
         pytest.skip(reason)
     return TOOLS_BIN
-
-
-def run_tool(tools: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(tools / args[0]), *args[1:]], capture_output=True, text=True,
-                            timeout=120, cwd=REPO)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def load_documents(text: str) -> list[dict]:
-    return [doc for doc in yaml.safe_load_all(text) if doc]
-
-
-def render(tools: Path, chart: str, *values_files: str | Path, namespace: str = "fundus",
-           release: str = "test", sets: dict[str, str] | None = None) -> list[dict]:
-    args = ["helm", "template", release, str(REPO / "charts" / chart), "--namespace", namespace]
-    for values_file in values_files:
-        args += ["-f", str(values_file)]
-    for key, value in (sets or {}).items():
-        args += ["--set", f"{key}={value}"]
-    return load_documents(run_tool(tools, *args).stdout)
-
-
-# --------------------------------------------------------------------------------------------
-# Validation
-
-
-def _strict(schema: object) -> object:
-    """Close every object schema that lists properties: unknown fields become errors."""
-    if isinstance(schema, dict):
-        schema = {key: _strict(value) for key, value in schema.items()}
-        if ("properties" in schema and "additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
-            schema["additionalProperties"] = False
-        return schema
-    if isinstance(schema, list):
-        return [_strict(item) for item in schema]
-    return schema
-
-
-@functools.cache
-def isvc_validator() -> jsonschema.protocols.Validator:
-    crd = yaml.safe_load(ISVC_CRD.read_text())
-    served = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"][0]
-    schema = copy.deepcopy(served["schema"]["openAPIV3Schema"])
-    schema = _strict(schema)
-    # metadata is `type: object` in CRDs (the API server checks it); we check the essentials.
-    schema["properties"]["metadata"] = {
-        "type": "object", "required": ["name"],
-        "properties": {"name": {"type": "string", "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
-                       "namespace": {"type": "string"},
-                       "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                       "annotations": {"type": "object", "additionalProperties": {"type": "string"}}},
-        "additionalProperties": False}
-    schema["required"] = ["apiVersion", "kind", "metadata", "spec"]
-    return jsonschema.Draft7Validator(schema)
-
-
-def validation_errors(obj: dict) -> list[str]:
-    """Everything wrong with one manifest ([] when it is valid)."""
-    kind, api_version = obj.get("kind"), obj.get("apiVersion")
-    name = f"{kind}/{obj.get('metadata', {}).get('name')}"
-    if (api_version, kind) in CRD_KINDS:
-        return [f"{name}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
-                for e in isvc_validator().iter_errors(obj)]
-    errors = []
-    for version in KUBE_VERSIONS:
-        try:
-            kubernetes_validate.validate(obj, version, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            errors.append(f"{name} (k8s {version}): {'.'.join(map(str, exc.path))}: {exc.message}")
-        except kubernetes_validate.SchemaNotFoundError as exc:
-            # The CLI prints this as a WARN and passes; an unknown kind is an error here.
-            errors.append(f"{name}: {exc.message}")
-    return errors
-
-
-def assert_valid(objects: list[dict]) -> None:
-    assert objects, "nothing rendered"
-    problems = [problem for obj in objects for problem in validation_errors(obj)]
-    assert not problems, "invalid manifests:\n" + "\n".join(problems)
-
-
-def by_kind(objects: list[dict], kind: str) -> list[dict]:
-    return [obj for obj in objects if obj["kind"] == kind]
-
-
-def one(objects: list[dict], kind: str) -> dict:
-    found = by_kind(objects, kind)
-    assert len(found) == 1, f"expected one {kind}, got {[o['metadata']['name'] for o in found]}"
-    return found[0]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO, assert_valid, by_kind, load_documents, one, render, run_tool
+from tests.k8s.manifests import REPO, assert_valid, by_kind, load_documents, one, render, run_tool
 
 CHARTS = ("fundus-seg", "retrain-job")
 CASES = [(chart, None) for chart in CHARTS] + [
@@ -139,7 +139,7 @@ def test_storage_credentials_secret_is_attached_to_the_service_account(k8s_tools
 
 def test_a_broken_isvc_fails_validation(k8s_tools):
     """The CRD check is strict: a misspelt field or a wrong type is caught."""
-    from conftest import validation_errors
+    from tests.k8s.manifests import validation_errors
 
     isvc = one(render(k8s_tools, "fundus-seg"), "InferenceService")
     assert validation_errors(isvc) == []
@@ -150,7 +150,7 @@ def test_a_broken_isvc_fails_validation(k8s_tools):
 
 
 def test_unknown_kinds_fail_validation():
-    from conftest import validation_errors
+    from tests.k8s.manifests import validation_errors
 
     assert validation_errors({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO, assert_valid, load_documents, one, render, run_tool
+from tests.k8s.manifests import REPO, assert_valid, load_documents, one, render, run_tool
 
 OVERLAYS = sorted(path.name for path in (REPO / "k8s" / "overlays").iterdir() if path.is_dir())
 
