@@ -1,0 +1,133 @@
+"""The one-machine rollout target: TF Serving version labels plus a percent for the transformer.
+
+Writes the two files described in ``serving/rollout.py`` into the model repository root:
+``models.config`` (TF Serving ``ModelServerConfig``; the model's entry pins the stable and canary
+versions and labels them ``stable``/``canary``; other models' entries are kept) and
+``rollout.json`` (``stable``, ``canary``, ``canary_percent`` for the transformer's split). Each is
+written to a temporary file in the same folder and ``os.replace``\\ d into place, models.config
+first: a reader never sees a half-written file, and the transformer never names a label the
+predictor's config does not have.
+
+Without ``rollout.json`` yet, the stable version is the one the predictor serves by default:
+the latest version, or -- when the requested canary is itself the latest -- the newest one
+below it.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from serving.rollout import RolloutError, RolloutState, dumps_record, parse_record
+
+MODELS_CONFIG = "models.config"
+ROLLOUT_JSON = "rollout.json"
+STABLE_LABEL, CANARY_LABEL = "stable", "canary"
+HEADER = ("# Written by `fundus-seg rollout` (serving/rollout_local.py): the stable and canary\n"
+          "# versions of each model, as TF Serving version labels. Edit with the CLI.\n")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def render_models_config(existing: str | None, state: RolloutState, base_path: Path) -> str:
+    """models.config text with the model's entry set to `state`, other entries unchanged."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    if existing and existing.strip():
+        try:
+            text_format.Parse(existing, config)
+        except text_format.ParseError as exc:
+            raise RolloutError(f"cannot update the existing {MODELS_CONFIG}: {exc}") from None
+    entries = config.model_config_list.config
+    entry = next((e for e in entries if e.name == state.model_name), None) or entries.add()
+    entry.Clear()
+    entry.name = state.model_name
+    entry.base_path = str(base_path)
+    entry.model_platform = "tensorflow"
+    versions = [state.stable] + ([state.canary] if state.canary is not None else [])
+    entry.model_version_policy.specific.versions.extend(versions)
+    entry.version_labels[STABLE_LABEL] = state.stable
+    if state.canary is not None:
+        entry.version_labels[CANARY_LABEL] = state.canary
+    return HEADER + text_format.MessageToString(config)
+
+
+class LocalTarget:
+    """Rollout over the files of a local model repository folder."""
+
+    def __init__(self, model_repo: str | os.PathLike, model_name: str = "optic-disc"):
+        self.root = Path(model_repo).resolve()
+        self.model_repo = str(self.root)
+        self.model_name = model_name
+        self.models_config = self.root / MODELS_CONFIG
+        self.rollout_json = self.root / ROLLOUT_JSON
+        if not (self.root / model_name).is_dir():
+            raise RolloutError(f"{self.root / model_name} does not exist: not a model repository "
+                               f"holding {model_name}")
+
+    def _versions(self) -> list[int]:
+        from fundus_seg import storage
+
+        return storage.list_versions(self.model_repo, self.model_name)
+
+    def state(self, candidate: int | None = None) -> RolloutState:
+        if self.rollout_json.exists():
+            state = parse_record(self.rollout_json.read_bytes(), str(self.rollout_json))
+            if state.model_name != self.model_name:
+                raise RolloutError(f"{self.rollout_json} is about model {state.model_name}, not {self.model_name}")
+            return state
+        versions = self._versions()
+        if candidate is not None and candidate in versions:
+            older = [v for v in versions if v < candidate]
+            versions = older or versions
+        if not versions:
+            raise RolloutError(f"no published version of {self.model_name} in {self.root}")
+        return RolloutState(self.model_name, stable=versions[-1])
+
+    @contextmanager
+    def _lock(self):
+        """One rollout command at a time on this repository (advisory file lock)."""
+        with open(self.root / ".rollout.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def update(self, change: Callable[[RolloutState], RolloutState], candidate: int | None = None) -> RolloutState:
+        with self._lock():
+            new = change(self.state(candidate))
+            missing = [v for v in (new.stable, new.canary) if v is not None and v not in self._versions()]
+            if missing:
+                raise RolloutError(f"version(s) {missing} of {self.model_name} are not published in {self.root}")
+            existing = self.models_config.read_text() if self.models_config.exists() else None
+            text = render_models_config(existing, new, self.root / self.model_name)
+            _write_atomically(self.models_config, text.encode())
+            _write_atomically(self.rollout_json, dumps_record(new.to_record()))
+            return new
+
+    def status_lines(self) -> list[str]:
+        lines = [f"target: local model repository {self.root}"]
+        if not self.rollout_json.exists():
+            lines.append(f"no rollout yet: the predictor serves the latest version "
+                         f"({self.state().stable}) unless started with --model_config_file")
+        else:
+            lines.append(f"files: {self.models_config} (version labels), {self.rollout_json} (traffic split)")
+        return lines

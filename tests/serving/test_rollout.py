@@ -1,0 +1,440 @@
+"""Canary rollout: the metrics gate, the local label files, and the KServe target against an HTTP
+fake of the Kubernetes API (tests/serving/test_rollout_fakeapi.py) through the real client."""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from serving import rollout, rollout_cli
+from serving.rollout import GateFailed, RolloutError, RolloutState, compare_metrics
+from serving.rollout_kserve import KServeTarget
+from serving.rollout_local import LocalTarget
+from test_rollout_fakeapi import FakeKubeAPI, kube_api, kube_api_client  # noqa: F401 (fixture)
+
+REPO = Path(__file__).resolve().parents[2]
+NS = "fundus"
+ISVC = "inferenceservices"
+
+
+def metrics(version, **datasets):
+    return {"model_name": "optic-disc", "version": version, "mode": "full", "base_version": None,
+            "data": [], "trainable_params": 900000, "training_seconds": 1.0, "config": {},
+            "test_metrics": {name: {"n": 50, "dice_mean": dice, "dice_std": 0.02, "dice_min": 0.8,
+                                    "dice_max": 0.98, "rrp": rrp} for name, (dice, rrp) in datasets.items()}}
+
+
+GOOD = {"drishti-gs1": (0.95, 96.0), "rim-one-dl": (0.90, 90.0)}
+
+
+def publish(repo: Path, version: int, datasets=GOOD, model="optic-disc"):
+    directory = repo / model / str(version)
+    (directory / "variables").mkdir(parents=True)
+    (directory / "saved_model.pb").write_bytes(b"\x08\x01")
+    (directory / "metrics.json").write_text(json.dumps(metrics(version, **datasets)))
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    root = tmp_path / "models"
+    publish(root, 1, {"drishti-gs1": (0.90, 92.0), "rim-one-dl": (0.85, 85.0)})
+    publish(root, 2)
+    publish(root, 3, {"drishti-gs1": (0.951, 96.5), "rim-one-dl": (0.895, 89.5)})  # within 0.01 / 1 point
+    publish(root, 4, {"drishti-gs1": (0.97, 97.0), "rim-one-dl": (0.80, 80.0)})  # regresses on rim-one-dl
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Gate
+
+
+def test_gate_passes_within_tolerance():
+    gate = compare_metrics(metrics(2, **GOOD), metrics(3, **{"drishti-gs1": (0.941, 95.1), "rim-one-dl": (0.9, 90)}),
+                           0.01, serving_version=2, candidate_version=3)
+    assert gate.passed and gate.compared == ("drishti-gs1", "rim-one-dl")
+    assert "gate passed" in gate.summary()
+
+
+@pytest.mark.parametrize("candidate,bad", [
+    ({"drishti-gs1": (0.93, 96.0), "rim-one-dl": (0.90, 90.0)}, ("drishti-gs1", "dice_mean")),
+    ({"drishti-gs1": (0.95, 94.5), "rim-one-dl": (0.90, 90.0)}, ("drishti-gs1", "rrp")),  # rrp: 100 x tolerance
+    ({"drishti-gs1": (0.95, 96.0)}, ("rim-one-dl", "dice_mean")),  # a dataset the candidate lacks
+])
+def test_gate_reports_each_regression(candidate, bad):
+    gate = compare_metrics(metrics(2, **GOOD), metrics(3, **candidate), 0.01, serving_version=2, candidate_version=3)
+    assert not gate.passed
+    assert (gate.regressions[0].dataset, gate.regressions[0].metric) == bad
+    assert bad[0] in gate.summary() and "FAILED" in gate.summary()
+
+
+def test_gate_ignores_datasets_only_the_candidate_has():
+    candidate = metrics(3, **GOOD, **{"refuge": (0.5, 10.0)})
+    assert compare_metrics(metrics(2, **GOOD), candidate, 0.0).passed
+
+
+def test_gate_reads_metrics_from_the_repository(repo):
+    gate = rollout.check_gate(str(repo), "optic-disc", 2, 4, 0.01)
+    assert not gate.passed and [r.dataset for r in gate.regressions] == ["rim-one-dl", "rim-one-dl"]
+    (repo / "optic-disc" / "2" / "metrics.json").unlink()
+    with pytest.raises(RolloutError, match="cannot read the serving version's metrics"):
+        rollout.check_gate(str(repo), "optic-disc", 2, 3, 0.01)
+
+
+def test_version_resolution(repo):
+    assert rollout.resolve_version("latest", None, str(repo), "optic-disc") == 4
+    assert rollout.resolve_version("3", None, str(repo), "optic-disc") == 3
+    with pytest.raises(RolloutError, match="not published"):
+        rollout.resolve_version("9", None, str(repo), "optic-disc")
+    record = json.loads((repo / "optic-disc" / "3" / "metrics.json").read_text())
+    (repo / "optic-disc" / "3" / "metrics.json").write_text(json.dumps({**record, "run_id": "nightly-7"}))
+    assert rollout.resolve_version(None, "nightly-7", str(repo), "optic-disc") == 3
+    with pytest.raises(RolloutError, match="run id"):
+        rollout.resolve_version(None, "nope", str(repo), "optic-disc")
+
+
+def test_state_transitions_refuse_nonsense():
+    state = RolloutState("optic-disc", stable=2)
+    with pytest.raises(RolloutError, match="already the serving version"):
+        rollout.started(state, 2, 10)
+    canary = rollout.started(state, 3, 10)
+    with pytest.raises(RolloutError, match="already a canary"):
+        rollout.started(canary, 4, 10)
+    with pytest.raises(RolloutError, match="between 1 and 99"):
+        rollout.started(state, 3, 100)
+    with pytest.raises(RolloutError, match="not 4"):
+        rollout.promoted(canary, 4)
+    with pytest.raises(RolloutError, match="no canary"):
+        rollout.rolled_back(state)
+    assert rollout.promoted(canary) == RolloutState("optic-disc", stable=3)
+    assert rollout.rolled_back(canary) == state
+
+
+# ---------------------------------------------------------------------------------------------
+# Local target: models.config + rollout.json
+
+
+def read_models_config(repo: Path):
+    """Parsed by the predictor's own reader (TF Serving's protos)."""
+    from serving.predictor.config import read_model_config_file
+
+    return {m.name: m for m in read_model_config_file(repo / "models.config")}
+
+
+def test_local_start_promote(repo):
+    target = LocalTarget(repo)
+    state = rollout.start(target, 3, percent=10, report=lambda line: None)
+    assert state == RolloutState("optic-disc", stable=2, canary=3, canary_percent=10)
+    model = read_models_config(repo)["optic-disc"]
+    assert model.base_path == repo.resolve() / "optic-disc"
+    assert model.version_policy.kind == "specific" and model.version_policy.versions == {2, 3}
+    assert model.version_labels == {"stable": 2, "canary": 3}
+    record = json.loads((repo / "rollout.json").read_text())
+    assert {k: record[k] for k in ("model_name", "stable", "canary", "canary_percent")} == \
+        {"model_name": "optic-disc", "stable": 2, "canary": 3, "canary_percent": 10}
+    assert "updated_at" in record
+
+    assert rollout.start(target, 3, percent=50, report=lambda line: None).canary_percent == 50
+    with pytest.raises(RolloutError, match="already a canary"):
+        rollout.start(target, 1, percent=10, report=lambda line: None)
+
+    assert rollout.promote(target, 3) == RolloutState("optic-disc", stable=3)
+    model = read_models_config(repo)["optic-disc"]
+    assert model.version_labels == {"stable": 3} and model.version_policy.versions == {3}
+    assert json.loads((repo / "rollout.json").read_text())["canary"] is None
+    assert not [p.name for p in repo.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_local_gate_refuses_then_force(repo, capsys):
+    target = LocalTarget(repo)
+    with pytest.raises(GateFailed, match=r"rim-one-dl: dice_mean 0.8 vs serving 0.895 \(drop 0.095 > 0.01\)"):
+        rollout.start(target, 4, report=print)  # serving: 3 (latest below 4)
+    assert not (repo / "models.config").exists() and not (repo / "rollout.json").exists()
+    assert "v3" in capsys.readouterr().out  # the comparison table was shown
+    state = rollout.start(target, 4, force=True, report=print)
+    assert state == RolloutState("optic-disc", stable=3, canary=4, canary_percent=10)
+    assert "forced" in capsys.readouterr().out
+
+
+def test_local_rollback_keeps_other_models(repo):
+    (repo / "models.config").write_text(
+        'model_config_list { config { name: "vessels" base_path: "/srv/vessels" model_platform: "tensorflow" } }')
+    target = LocalTarget(repo)
+    rollout.start(target, 3, report=lambda line: None)
+    assert rollout.rollback(target) == RolloutState("optic-disc", stable=2)
+    models = read_models_config(repo)
+    assert models["vessels"].base_path == Path("/srv/vessels")
+    assert models["optic-disc"].version_labels == {"stable": 2}
+    with pytest.raises(RolloutError, match="no canary"):
+        rollout.rollback(target)
+
+
+def test_local_cli(repo, capsys):
+    run(["rollout", "start", "--local", str(repo), "--version", "3", "--percent", "20"])
+    run(["rollout", "status", "--local", str(repo)])
+    out = capsys.readouterr().out
+    assert "stable version 2 80%, canary version 3 20%" in out and "rollout.json" in out
+    run(["rollout", "promote", "--local", str(repo)])
+    assert json.loads((repo / "rollout.json").read_text())["stable"] == 3
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="fundus-seg")
+    rollout_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+# ---------------------------------------------------------------------------------------------
+# KServe target against the fake API server
+
+
+def deployed_isvc(repo: Path, version: int, mode: str) -> dict:
+    """k8s/base's InferenceService (= the chart's default rendering) serving `version` of `repo`."""
+    isvc = yaml.safe_load((REPO / "k8s" / "base" / "inferenceservice.yaml").read_text())
+    isvc["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": mode}
+    isvc["spec"]["predictor"]["storageUris"] = [
+        {"uri": f"{repo}/optic-disc/{version}", "mountPath": f"/mnt/models/{version}"}]
+    isvc["status"] = {"deploymentMode": "RawDeployment" if mode == "Standard" else mode,
+                      "conditions": [{"type": "Ready", "status": "True"}], "observedGeneration": 1,
+                      "url": "http://optic-disc.fundus.example.com"}
+    return isvc
+
+
+@pytest.fixture
+def cluster(kube_api, repo):
+    def deploy(version=2, mode="Serverless"):
+        kube_api.put(ISVC, NS, deployed_isvc(repo, version, mode))
+        return KServeTarget(kube_api_client(kube_api), "optic-disc", NS)
+    return deploy
+
+
+def stored(kube_api) -> dict:
+    return kube_api.get(ISVC, NS, "optic-disc")
+
+
+def record(kube_api) -> dict:
+    return json.loads(kube_api.get("configmaps", NS, "optic-disc-rollout")["data"]["rollout.json"])
+
+
+def quiet(line):
+    pass
+
+
+def test_serverless_start_patches_storage_and_canary_percent(kube_api, cluster, repo):
+    target = cluster()
+    assert target.state() == RolloutState("optic-disc", stable=2)
+    assert target.model_repo == str(repo) and target.model_name == "optic-disc"
+    before = stored(kube_api)
+
+    state = rollout.start(target, 3, percent=10, report=quiet)
+    assert state == RolloutState("optic-disc", stable=2, canary=3, canary_percent=10)
+    (patch,) = kube_api.writes(ISVC)
+    assert patch["method"] == "PATCH" and patch["content_type"] == "application/merge-patch+json"
+    assert patch["body"]["metadata"] == {"resourceVersion": before["metadata"]["resourceVersion"]}
+    predictor = stored(kube_api)["spec"]["predictor"]
+    assert predictor["storageUris"] == [{"uri": f"{repo}/optic-disc/3", "mountPath": "/mnt/models/3"}]
+    assert predictor["canaryTrafficPercent"] == 10
+    assert stored(kube_api)["spec"]["transformer"] == before["spec"]["transformer"]  # nothing else touched
+    assert {k: record(kube_api)[k] for k in ("stable", "canary", "canary_percent", "deployment_mode")} == \
+        {"stable": 2, "canary": 3, "canary_percent": 10, "deployment_mode": "Serverless"}
+    assert target.state() == state  # the stable version comes from the record during the canary
+
+    assert rollout.start(target, 3, percent=30, report=quiet).canary_percent == 30
+    assert stored(kube_api)["spec"]["predictor"]["canaryTrafficPercent"] == 30
+
+
+def test_serverless_promote_removes_canary_percent(kube_api, cluster):
+    target = cluster()
+    rollout.start(target, 3, report=quiet)
+    assert rollout.promote(target, 3) == RolloutState("optic-disc", stable=3)
+    predictor = stored(kube_api)["spec"]["predictor"]
+    assert "canaryTrafficPercent" not in predictor
+    assert predictor["storageUris"][0]["uri"].endswith("/optic-disc/3")
+    assert record(kube_api)["stable"] == 3 and record(kube_api)["canary"] is None
+    assert target.state() == RolloutState("optic-disc", stable=3)
+
+
+def test_serverless_rollback_pins_traffic_to_the_stable_version(kube_api, cluster):
+    target = cluster()
+    rollout.start(target, 3, report=quiet)
+    assert rollout.rollback(target) == RolloutState("optic-disc", stable=2)
+    predictor = stored(kube_api)["spec"]["predictor"]
+    assert predictor["canaryTrafficPercent"] == 0
+    assert predictor["storageUris"] == [{"uri": predictor["storageUris"][0]["uri"], "mountPath": "/mnt/models/2"}]
+    assert predictor["storageUris"][0]["uri"].endswith("/optic-disc/2")
+    assert target.state() == RolloutState("optic-disc", stable=2)
+    # the next canary starts from there
+    assert rollout.start(target, 3, percent=5, report=quiet).canary_percent == 5
+    assert stored(kube_api)["spec"]["predictor"]["canaryTrafficPercent"] == 5
+
+
+def test_gate_failure_touches_nothing(kube_api, cluster):
+    target = cluster(version=3)
+    with pytest.raises(GateFailed, match="rim-one-dl"):
+        rollout.start(target, 4, report=quiet)
+    assert kube_api.writes() == []
+
+
+def test_conflict_is_re_read_and_retried(kube_api, cluster):
+    target = cluster()
+    kube_api.fail_next_writes((409, "Conflict"))
+    assert rollout.start(target, 3, report=quiet).canary == 3
+    patches = kube_api.writes(ISVC)
+    assert len(patches) == 2
+    assert patches[0]["body"]["metadata"]["resourceVersion"] != patches[1]["body"]["metadata"]["resourceVersion"]
+    assert stored(kube_api)["spec"]["predictor"]["canaryTrafficPercent"] == 10
+
+
+def test_real_concurrent_change_is_not_overwritten(kube_api, cluster):
+    """Someone else starts a canary between our read and our write: we re-read and refuse."""
+    target = cluster()
+    original_get = target.get
+    calls = []
+
+    def get_then_race():
+        obj = original_get()
+        if not calls:
+            calls.append(1)
+            other = stored(kube_api)
+            other["spec"]["predictor"]["canaryTrafficPercent"] = 50
+            other["spec"]["predictor"]["storageUris"] = [{"uri": obj["spec"]["predictor"]["storageUris"][0]["uri"]
+                                                          .replace("/2", "/4"), "mountPath": "/mnt/models/4"}]
+            kube_api.put(ISVC, NS, other)
+            kube_api.put("configmaps", NS, {"apiVersion": "v1", "kind": "ConfigMap",
+                                            "metadata": {"name": "optic-disc-rollout"},
+                                            "data": {"rollout.json": json.dumps(
+                                                {"model_name": "optic-disc", "stable": 2, "canary": 4,
+                                                 "canary_percent": 50})}})
+        return obj
+
+    target.get = get_then_race
+    with pytest.raises(RolloutError, match="already a canary at 50%"):
+        target.update(lambda state: rollout.started(state, 3, 10))
+    assert kube_api.writes(ISVC)[0]["method"] == "PATCH"  # the stale write was refused with 409
+    assert stored(kube_api)["spec"]["predictor"]["canaryTrafficPercent"] == 50
+
+
+def test_endless_conflicts_give_up(kube_api, cluster):
+    target = cluster()
+    kube_api.fail_next_writes(*[(409, "Conflict")] * 20)
+    with pytest.raises(RolloutError, match="kept changing"):
+        rollout.promote(target) if False else target.update(lambda s: rollout.started(s, 3, 10))
+
+
+def test_missing_isvc_and_forbidden(kube_api, repo):
+    target = KServeTarget(kube_api_client(kube_api), "nope", NS)
+    with pytest.raises(RolloutError, match="InferenceService fundus/nope not found"):
+        target.state()
+    kube_api.put(ISVC, NS, deployed_isvc(repo, 2, "Serverless"))
+    target = KServeTarget(kube_api_client(kube_api), "optic-disc", NS)
+    kube_api.fail_next_writes((403, "Forbidden"))
+    with pytest.raises(RolloutError, match="not allowed to patch"):
+        target.update(lambda s: rollout.started(s, 3, 10))
+
+
+def test_unmanaged_canary_is_refused(kube_api, cluster):
+    target = cluster()
+    isvc = stored(kube_api)
+    isvc["spec"]["predictor"]["canaryTrafficPercent"] = 20
+    kube_api.put(ISVC, NS, isvc)
+    with pytest.raises(RolloutError, match="does not say which version is stable"):
+        target.state()
+
+
+def test_single_storage_uri_is_explained(kube_api, repo):
+    isvc = deployed_isvc(repo, 2, "Serverless")
+    del isvc["spec"]["predictor"]["storageUris"]
+    isvc["spec"]["predictor"]["model"]["storageUri"] = f"{repo}/optic-disc"
+    kube_api.put(ISVC, NS, isvc)
+    with pytest.raises(RolloutError, match="needs one spec.predictor.storageUris entry"):
+        KServeTarget(kube_api_client(kube_api), "optic-disc", NS).state()
+
+
+def test_standard_mode_uses_spec_canary(kube_api, cluster, repo):
+    target = cluster(mode="Standard")
+    state = rollout.start(target, 3, percent=20, report=quiet)
+    assert state == RolloutState("optic-disc", stable=2, canary=3, canary_percent=20)
+    spec = stored(kube_api)["spec"]
+    assert "canaryTrafficPercent" not in spec["predictor"]
+    assert spec["predictor"]["storageUris"][0]["mountPath"] == "/mnt/models/2"
+    (canary,) = spec["canary"]
+    assert canary["trafficPercent"] == 20
+    assert canary["predictor"]["name"] == "v3"
+    assert canary["predictor"]["storageUris"] == [{"uri": f"{repo}/optic-disc/3", "mountPath": "/mnt/models/3"}]
+    assert canary["predictor"]["model"]["modelFormat"] == {"name": "tensorflow"}
+    assert target.state() == state
+
+    assert rollout.promote(target) == RolloutState("optic-disc", stable=3)
+    spec = stored(kube_api)["spec"]
+    assert "canary" not in spec
+    assert spec["predictor"]["storageUris"] == [{"uri": f"{repo}/optic-disc/3", "mountPath": "/mnt/models/3"}]
+
+    rollout.start(target, 4, force=True, report=quiet)
+    assert rollout.rollback(target, 4) == RolloutState("optic-disc", stable=3)
+    assert "canary" not in stored(kube_api)["spec"]
+
+
+def test_patched_objects_still_validate_against_the_crd(kube_api, cluster):
+    from tests.k8s.manifests import validation_errors
+
+    for mode in ("Serverless", "Standard"):
+        target = cluster(mode=mode)
+        rollout.start(target, 3, report=quiet)
+        isvc = stored(kube_api)
+        for key in ("status",):
+            isvc.pop(key)
+        isvc["metadata"] = {k: isvc["metadata"][k] for k in ("name", "namespace", "labels", "annotations")}
+        assert validation_errors(isvc) == [], mode
+        rollout.rollback(target)
+
+
+def test_wait_ready_follows_the_watch(kube_api, cluster):
+    target = cluster()
+    rollout.start(target, 3, report=quiet)
+    isvc = stored(kube_api)
+    assert isvc["metadata"]["generation"] == 2
+    lines = []
+    assert not target.wait_ready(timeout=1.5, report=lines.append)  # generation 2 not observed
+    assert "generation 2 not observed yet" in lines[0]
+
+    def controller():
+        kube_api.set_status(ISVC, NS, "optic-disc", {**isvc["status"], "conditions": [
+            {"type": "Ready", "status": "False", "reason": "RevisionMissing"}]})
+        threading.Timer(0.3, kube_api.set_status, (ISVC, NS, "optic-disc", {**isvc["status"], "components": {
+            "predictor": {"traffic": [{"revisionName": "optic-disc-predictor-00001", "percent": 90, "tag": "prev"},
+                                      {"revisionName": "optic-disc-predictor-00002", "percent": 10,
+                                       "latestRevision": True}]}}})).start()
+
+    threading.Timer(0.3, controller).start()
+    lines = []
+    assert target.wait_ready(timeout=10, report=lines.append)
+    assert any("RevisionMissing" in line for line in lines) and lines[-1] == "optic-disc: Ready=True"
+    status = "\n".join(target.status_lines())
+    assert "90% -> optic-disc-predictor-00001 (prev)" in status and "10% -> optic-disc-predictor-00002 (latest)" in status
+
+
+def test_cli_against_the_fake_cluster(kube_api, cluster, tmp_path, capsys):
+    cluster()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": kube_api.url}}],
+        "users": [{"name": "me", "user": {"token": "t"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me", "namespace": NS}}]}))
+    base = ["--isvc", "optic-disc", "--kubeconfig", str(kubeconfig)]
+    assert run(["rollout", "start", *base, "--version", "latest", "--force", "--percent", "15"]) == 0
+    assert stored(kube_api)["spec"]["predictor"]["canaryTrafficPercent"] == 15
+    assert run(["rollout", "status", *base]) == 0
+    assert run(["rollout", "rollback", *base, "--version", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "canary version 4 15%" in out and "target: InferenceService fundus/optic-disc (Serverless mode)" in out
+    assert stored(kube_api)["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert all(r["path"].startswith(("/apis/serving.kserve.io/", "/api/v1/namespaces/fundus/configmaps"))
+               for r in kube_api.requests)
+    with pytest.raises(RolloutError, match="no canary"):
+        run(["rollout", "promote", *base])
