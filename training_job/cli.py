@@ -1,13 +1,22 @@
-"""`fundus-seg train | evaluate | model-info`."""
+"""`fundus-seg train | evaluate | model-info`; `python -m training_job` takes the same flags as `train`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
+import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from fundus_seg.paths import BUNDLED_MODEL_REPO, DEFAULT_MODEL_NAME
-from preprocessing.errors import ModelRepositoryError
-from training_job.config import RunConfig, load_run_config, with_overrides
+from preprocessing.errors import FundusSegError, ModelRepositoryError
+from training_job.config import (ACCELERATORS, INCREMENTAL_EPOCHS, MODES, JobOptions, RunConfig, configs_from_dict,
+                                 read_config_file, with_overrides)
+
+RUN_ID_VARIABLES = ("FUNDUS_SEG_RUN_ID", "JOB_NAME")
+"""Where a run id comes from when --run-id and the config file give none (set them from the Job's name)."""
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -24,10 +33,17 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dropout", type=float, help="spatial dropout rate inside each block (default 0)")
 
 
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return number
+
+
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML/JSON run configuration (flags override it)")
-    parser.add_argument("--data", type=_csv, help="training dataset folders or URIs, comma-separated")
-    parser.add_argument("--eval-data", type=_csv, default=(), help="extra datasets whose test split is scored")
+    parser.add_argument("--config", help="YAML/JSON run configuration, e.g. a mounted ConfigMap (flags override it)")
+    parser.add_argument("--data", type=_csv, help="training dataset folders or URIs (s3://bucket/prefix), comma-separated")
+    parser.add_argument("--eval-data", type=_csv, help="extra datasets whose test split is scored")
     parser.add_argument("--out", "--model-repo", dest="model_repo", help="model repository (folder or URI)")
     parser.add_argument("--model-name", help=f"default {DEFAULT_MODEL_NAME}")
     group = parser.add_argument_group("training")
@@ -39,16 +55,72 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--loss", choices=("bce_dice", "dice"))
     group.add_argument("--seed", type=int)
     add_model_flags(parser)
+    job = parser.add_argument_group("job (retraining, checkpoints, hardware)")
+    job.add_argument("--mode", choices=MODES, help="full: train from scratch (default); incremental: start from "
+                     f"--base-version's weights (default {INCREMENTAL_EPOCHS} epochs)")
+    job.add_argument("--base-version", metavar="N|latest", help="version an incremental run starts from (default latest; "
+                     "ignored by full runs)")
+    job.add_argument("--replay-fraction", type=_fraction, metavar="F", help="incremental: share of every epoch drawn "
+                     "from the base version's earlier datasets (default 0: no replay)")
+    job.add_argument("--run-id", help="stable id of this run: checkpoints, resume, at most one published version "
+                     f"(default ${' or $'.join(RUN_ID_VARIABLES)}; none: a one-off run without checkpoints)")
+    job.add_argument("--checkpoint-dir", metavar="URI", help="checkpoints go to URI/<run-id>/ (default <model-repo>/.checkpoints/<model-name>)")
+    job.add_argument("--cache-dir", help="local folder for downloaded datasets (default $XDG_CACHE_HOME/fundus-seg/datasets)")
+    job.add_argument("--accelerator", choices=ACCELERATORS, help="cpu, gpu (MirroredStrategy over the visible GPUs), "
+                     "tpu (TPUStrategy) or auto (default: gpu when one is visible)")
+
+
+MODEL_FLAGS = ("depth", "width", "increment_ratio", "batchnorm", "upsampling", "dropout")
+TRAIN_FLAGS = ("epochs", "steps_per_epoch", "batch_size", "learning_rate", "schedule", "loss", "seed")
+JOB_FLAGS = ("mode", "base_version", "replay_fraction", "eval_data", "run_id", "checkpoint_dir", "cache_dir", "accelerator")
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[RunConfig, JobOptions]:
+    """Config file (RunConfig plus its `job:` section), then flags, then the environment's run id."""
+    raw = read_config_file(args.config) if args.config else {}
+    run, job = configs_from_dict(raw)
+    run = with_overrides(
+        run,
+        run={"data": args.data, "model_repo": args.model_repo, "model_name": args.model_name},
+        train={k: getattr(args, k, None) for k in TRAIN_FLAGS},
+        model={k: getattr(args, k, None) for k in MODEL_FLAGS},
+    )
+    flags = {k: v for k in JOB_FLAGS if (v := getattr(args, k, None)) is not None}
+    if job.run_id is None and "run_id" not in flags:
+        flags["run_id"] = next((os.environ[v] for v in RUN_ID_VARIABLES if os.environ.get(v)), None)
+    try:
+        job = dataclasses.replace(job, **flags)
+    except ValueError as exc:
+        raise FundusSegError(str(exc)) from None
+    if job.mode == "incremental" and getattr(args, "epochs", None) is None and "epochs" not in (raw.get("train") or {}):
+        run = with_overrides(run, train={"epochs": INCREMENTAL_EPOCHS})
+    return run, job
 
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
-    base = load_run_config(args.config) if args.config else RunConfig()
-    return with_overrides(
-        base,
-        run={"data": args.data, "model_repo": args.model_repo, "model_name": args.model_name},
-        train={k: getattr(args, k) for k in ("epochs", "steps_per_epoch", "batch_size", "learning_rate", "schedule", "loss", "seed")},
-        model={k: getattr(args, k) for k in ("depth", "width", "increment_ratio", "batchnorm", "upsampling", "dropout")},
-    )
+    return configs_from_args(args)[0]
+
+
+@contextlib.contextmanager
+def storage_errors() -> Iterator[None]:
+    """Object-storage failures (no such bucket, no credentials, endpoint down) as one clear line."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fundus_seg.storage import StorageError
+
+    try:
+        yield
+    except (Boto3Error, BotoCoreError, ClientError) as exc:
+        raise StorageError(f"object storage: {exc}") from exc
+
+
+def log_to_stderr() -> None:
+    """Timestamped job events (resume, checkpoints, publish) for Kubernetes logs; stdout keeps the result."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("training_job", "fundus_seg"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def resolve_version_dir(model: str | None) -> Path:
@@ -63,12 +135,17 @@ def resolve_version_dir(model: str | None) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training_job.job import JobOptions, run_training
+    from training_job.job import run_training
 
-    run = run_config_from_args(args)
-    version, metrics = run_training(run, JobOptions(eval_data=args.eval_data))
-    print(json.dumps({"version": version, "model_repo": run.model_repo, "test_metrics": metrics["test_metrics"],
-                      "training_seconds": metrics["training_seconds"]}, indent=2))
+    log_to_stderr()
+    run, job = configs_from_args(args)
+    with storage_errors():
+        version, metrics = run_training(run, job)
+    print(json.dumps({"version": version, "model_repo": run.model_repo, "model_name": run.model_name,
+                      "mode": metrics.get("mode"), "base_version": metrics.get("base_version"),
+                      "run_id": metrics.get("run_id"), "published": not metrics.get("already_published", False),
+                      "resumed_from_epoch": metrics.get("resumed_from_epoch", 0),
+                      "test_metrics": metrics["test_metrics"], "training_seconds": metrics["training_seconds"]}, indent=2))
     return 0
 
 
@@ -90,7 +167,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_model_info(args: argparse.Namespace) -> int:
     from training_job.unet import UNetConfig, build_unet, flops_per_image, trainable_params
 
-    config = with_overrides(RunConfig(), model={k: getattr(args, k) for k in ("depth", "width", "increment_ratio", "batchnorm", "upsampling", "dropout")}).model
+    config = with_overrides(RunConfig(), model={k: getattr(args, k) for k in MODEL_FLAGS}).model
     model = build_unet(config)
     print(json.dumps({"architecture": config.name, "batchnorm": config.batchnorm, "upsampling": config.upsampling,
                       "trainable_params": trainable_params(model), "gflops_per_image": round(flops_per_image(model) / 1e9, 3)}))
@@ -98,7 +175,8 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train a U-Net and publish a new model version")
+    train = sub.add_parser("train", help="train a U-Net and publish a new model version",
+                           description="Train (full or incremental), score every test split, publish the next version.")
     add_train_flags(train)
     train.set_defaults(func=cmd_train)
 

@@ -1,8 +1,13 @@
-"""A training run as small typed objects, loadable from flags or a YAML/JSON file (a ConfigMap)."""
+"""A training run as small typed objects, loadable from flags or a YAML/JSON file (a ConfigMap).
+
+`RunConfig` describes the model and how it is trained; `JobOptions` (the file's `job:` section)
+how this run relates to earlier versions and where it runs. Flags override the file.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,51 @@ class TrainConfig:
     seed: int = 0
 
 
+MODES = ("full", "incremental")
+ACCELERATORS = ("auto", "cpu", "gpu", "tpu")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+INCREMENTAL_EPOCHS = 3
+"""The paper's brief retrain on a new instrument's data, unless epochs are set explicitly."""
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How this run relates to earlier ones and where it runs (the model itself is described by RunConfig)."""
+
+    mode: str = "full"
+    """"full" trains from scratch; "incremental" starts from `base_version`'s weights."""
+    base_version: int | str | None = None
+    """A version number or "latest" (incremental only; a full run ignores it)."""
+    replay_fraction: float = 0.0
+    """Incremental only: this share of every training batch comes from the base version's earlier datasets."""
+    eval_data: tuple[str, ...] = ()
+    """Extra datasets whose test split is scored (e.g. the other instrument)."""
+    run_id: str | None = None
+    """Stable across restarts of one Job: resumes its checkpoint, never publishes twice. None: a one-off run."""
+    checkpoint_dir: str | None = None
+    """Folder or URI; checkpoints go to `<checkpoint_dir>/<run_id>/`. None: `<model_repo>/.checkpoints/<model_name>`."""
+    cache_dir: str | None = None
+    """Where dataset URIs are downloaded once. None: `$XDG_CACHE_HOME/fundus-seg/datasets` (~/.cache/...)."""
+    accelerator: str = "auto"
+    """"cpu", "gpu" (MirroredStrategy), "tpu" (TPUStrategy) or "auto" (gpu when one is visible)."""
+    extra_metrics: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.accelerator not in ACCELERATORS:
+            raise ValueError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
+        if not 0.0 <= self.replay_fraction < 1.0:
+            raise ValueError(f"replay fraction must be in [0, 1), got {self.replay_fraction}")
+        if self.run_id is not None and not RUN_ID.fullmatch(self.run_id):
+            raise ValueError(f"run id must be letters, digits, '.', '_' or '-' (it names a folder), got {self.run_id!r}")
+        base = self.base_version
+        if isinstance(base, str) and base.strip().isdecimal():
+            object.__setattr__(self, "base_version", base := int(base))
+        if base is not None and base != "latest" and not (isinstance(base, int) and base >= 1):
+            raise ValueError(f"base version must be a version number or 'latest', got {base!r}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     data: tuple[str, ...] = ()
@@ -49,8 +99,8 @@ def _build(cls, values: dict[str, Any], where: str):
     if unknown:
         raise FundusSegError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
     kwargs = {}
+    nested = {"model": UNetConfig, "train": TrainConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig}
     for name, value in values.items():
-        nested = {"model": UNetConfig, "train": TrainConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig}
         if cls is RunConfig and name in nested:
             kwargs[name] = _build(nested[name], value or {}, f"{where}.{name}")
         elif isinstance(value, list):
@@ -67,11 +117,27 @@ def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, values, "config")
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw settings of a YAML or JSON file: `RunConfig.to_dict()`'s shape plus a `job:` section."""
+    try:
+        text = Path(path).read_text()
+        values = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise FundusSegError(f"{path}: cannot read the configuration: {exc}") from None
+    if values is not None and not isinstance(values, dict):
+        raise FundusSegError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+    return values or {}
+
+
+def configs_from_dict(values: dict[str, Any]) -> tuple[RunConfig, JobOptions]:
+    values = dict(values)
+    job = _build(JobOptions, values.pop("job", None) or {}, "config.job")
+    return run_config_from_dict(values), job
+
+
 def load_run_config(path: str | Path) -> RunConfig:
     """Read a YAML or JSON file shaped like `RunConfig.to_dict()` (any subset of it)."""
-    text = Path(path).read_text()
-    values = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-    return run_config_from_dict(values or {})
+    return configs_from_dict(read_config_file(path))[0]
 
 
 def with_overrides(config: RunConfig, **sections: dict[str, Any]) -> RunConfig:

@@ -1,0 +1,36 @@
+"""`python -m training_job`: the container entrypoint of the retraining Job; the flags of `fundus-seg train`.
+
+Exit status: 0 when the version is published (or this run id already was), 2 with one
+`training_job: error: ...` line for a problem the user can fix (data, manifest, base version,
+accelerator, storage), 143 after SIGTERM (the Job's next pod resumes from the checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from preprocessing.errors import FundusSegError
+from training_job.cli import add_train_flags, cmd_train
+
+PROG = "python -m training_job"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    add_train_flags(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return cmd_train(args)
+    except KeyboardInterrupt:
+        return 130
+    except FundusSegError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
