@@ -1,58 +1,145 @@
 """One training run end to end: data in, a published, evaluated model version out.
 
 Used by `fundus-seg train` on one machine and by `python -m training_job` in a Kubernetes Job.
+With a run id the run is restartable: it checkpoints every epoch to `<checkpoint_dir>/<run_id>/`,
+a rerun resumes from the last complete epoch, and a rerun of a run that is already published
+returns that version without training again. Every user-facing failure (missing data, bad
+manifest, unknown base version, no GPU) is a FundusSegError raised before any training starts.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import platform
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
-from preprocessing.datasets import Samples, load_split
-from preprocessing.errors import FundusSegError
-from training_job.config import RunConfig
+from fundus_seg import storage
+from preprocessing.datasets import Samples
+from preprocessing.errors import DatasetError, FundusSegError, ModelRepositoryError
+from preprocessing.transform import PreprocessConfig
+from training_job import strategy
+from training_job.checkpoints import CheckpointStore, EpochCheckpoint, Interrupted, StopOnSigterm
+from training_job.config import JobOptions, RunConfig, _build
+from training_job.data_sources import DataCache, Dataset, dataset_name, default_cache_dir
 from training_job.evaluate import evaluate, keras_predictor
-from training_job.export import publish
-from training_job.train import train
-from training_job.unet import flops_per_image, trainable_params
+from training_job.export import KERAS_FILE, publish
+from training_job.train import compile_model, train
+from training_job.unet import UNetConfig, build_unet, flops_per_image, trainable_params
+
+__all__ = ["JobOptions", "run_training", "dataset_name"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = ".checkpoints"
 
 
 @dataclass(frozen=True)
-class JobOptions:
-    """How this run relates to earlier ones (the model itself is described by RunConfig)."""
+class BaseVersion:
+    """The published version an incremental run starts from."""
 
-    mode: str = "full"  # "full" | "incremental"
-    base_version: int | None = None
-    eval_data: tuple[str, ...] = ()
-    """Extra datasets whose test split is scored (e.g. the other instrument)."""
-    run_id: str | None = None
-    extra_metrics: dict = field(default_factory=dict)
+    version: int
+    uri: str
+    metrics: dict
+
+    @property
+    def seen_data(self) -> list[str]:
+        """Every dataset this version's lineage was trained on (older versions only record `data`)."""
+        return list(self.metrics.get("seen_data") or self.metrics.get("data") or [])
+
+    def adopt(self, run: RunConfig) -> RunConfig:
+        """The base's architecture and preprocessing: its weights only make sense with both."""
+        config = self.metrics.get("config") or {}
+        updated = run
+        if config.get("model"):
+            updated = dataclasses.replace(updated, model=_build(UNetConfig, config["model"], f"{self.uri} model"))
+        if config.get("preprocess"):
+            updated = dataclasses.replace(updated, preprocess=_build(PreprocessConfig, config["preprocess"], f"{self.uri} preprocess"))
+        log.info("incremental: starting from version %d (architecture %s)", self.version, updated.model.name)
+        return updated
+
+    def load_model(self) -> keras.Model:
+        """The Keras model published next to the SavedModel; call inside the strategy's scope."""
+        with tempfile.TemporaryDirectory(prefix="fundus-seg-base-") as scratch:
+            local = Path(scratch) / KERAS_FILE
+            try:
+                local.write_bytes(storage.read_bytes(storage.join(self.uri, KERAS_FILE)))
+            except FileNotFoundError:
+                raise ModelRepositoryError(f"{self.uri}: no {KERAS_FILE}; incremental training starts from the Keras "
+                                           "model that training_job publishes with every version") from None
+            return keras.models.load_model(local, compile=False)
 
 
-def dataset_name(location: str) -> str:
-    return Path(location.rstrip("/")).name
+def resolve_base(run: RunConfig, requested: int | str | None) -> BaseVersion:
+    where = storage.join(run.model_repo, run.model_name)
+    versions = storage.list_versions(run.model_repo, run.model_name)
+    if not versions:
+        raise ModelRepositoryError(f"{where}: no published version to start from; train one with --mode full first")
+    version = versions[-1] if requested in (None, "latest") else int(requested)
+    if version not in versions:
+        raise ModelRepositoryError(f"{where}: no version {version} (published: {', '.join(map(str, versions))})")
+    uri = storage.version_uri(run.model_repo, run.model_name, version)
+    try:
+        metrics = storage.read_json(storage.join(uri, storage.METRICS))
+    except (FileNotFoundError, ValueError):
+        metrics = {}
+    return BaseVersion(version, uri, metrics if isinstance(metrics, dict) else {})
 
 
-def load_training_data(run: RunConfig) -> list[Samples]:
+def checkpoint_store(run: RunConfig, options: JobOptions) -> CheckpointStore | None:
+    """`<checkpoint_dir>/<run_id>/`; none without a run id (nothing could find it again)."""
+    if not options.run_id:
+        return None
+    root = options.checkpoint_dir or storage.join(run.model_repo, CHECKPOINTS, run.model_name)
+    return CheckpointStore(storage.join(root, options.run_id))
+
+
+def already_published(run: RunConfig, options: JobOptions) -> tuple[int, dict] | None:
+    if not options.run_id:
+        return None
+    version = storage.version_for_run(run.model_repo, run.model_name, options.run_id)
+    if version is None:
+        return None
+    metrics = storage.read_json(storage.join(storage.version_uri(run.model_repo, run.model_name, version), storage.METRICS))
+    log.info("run %s is already published as %s version %d: nothing to do", options.run_id, run.model_name, version)
+    return version, {**metrics, "version": version, "already_published": True}
+
+
+def load_training_data(run: RunConfig, cache: DataCache | None = None) -> list[Samples]:
     if not run.data:
-        raise FundusSegError("no training data: pass --data DIR[,DIR...]")
-    return [load_split(folder, "train", run.preprocess) for folder in run.data]
+        raise FundusSegError("no training data: pass --data URI[,URI...]")
+    cache = cache or DataCache(default_cache_dir())
+    return [d.load("train", run.preprocess) for d in cache.fetch_all(run.data)]
 
 
-def test_metrics(model: keras.Model, run: RunConfig, folders: list[str]) -> dict:
+def require_test_split(datasets: list[Dataset]) -> None:
+    """Scoring happens after training: find a dataset without test rows before spending the time."""
+    for data in datasets:
+        if not data.split_size("test"):
+            raise DatasetError(f"{data.uri}: no rows with split 'test' to score (every training, replay and "
+                               "--eval-data dataset is scored on its test split)")
+
+
+def test_metrics(model: keras.Model, run: RunConfig, datasets: list[Dataset | str]) -> dict:
+    """Per dataset name (the URI's last segment; the whole URI where two share a name)."""
     predict = keras_predictor(model)
-    return {dataset_name(f): evaluate(predict, f, "test", run.preprocess) for f in folders}
+    datasets = [d if isinstance(d, Dataset) else Dataset(str(d), Path(d)) for d in datasets]
+    names = [d.name for d in datasets]
+    return {(d.name if names.count(d.name) == 1 else d.uri): evaluate(predict, d.folder, "test", run.preprocess)
+            for d in datasets}
 
 
-def build_metrics(run: RunConfig, options: JobOptions, model: keras.Model, seconds: float, images_seen: int, scores: dict) -> dict:
+def build_metrics(run: RunConfig, options: JobOptions, model: keras.Model, seconds: float, images_seen: int,
+                  scores: dict, **lineage) -> dict:
     return {
         "model_name": run.model_name,
         "architecture": run.model.name,
         "mode": options.mode,
-        "base_version": options.base_version,
+        "base_version": None,
         "run_id": options.run_id,
         "data": list(run.data),
         "eval_data": list(options.eval_data),
@@ -64,17 +151,98 @@ def build_metrics(run: RunConfig, options: JobOptions, model: keras.Model, secon
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": run.to_dict(),
         "test_metrics": scores,
+        **lineage,
         **options.extra_metrics,
     }
 
 
-def run_training(run: RunConfig, options: JobOptions = JobOptions(), model: keras.Model | None = None) -> tuple[int, dict]:
-    """Train, score every test split, publish the version; returns (version, metrics)."""
-    datasets = load_training_data(run)
-    result = train(run, datasets, model=model)
-    folders = list(dict.fromkeys([*run.data, *options.eval_data]))
-    scores = test_metrics(result.model, run, folders)
-    metrics = build_metrics(run, options, result.model, result.seconds, result.images_seen, scores)
+def run_training(
+    run: RunConfig,
+    options: JobOptions = JobOptions(),
+    model: keras.Model | None = None,
+    accelerator: strategy.Accelerator | None = None,
+) -> tuple[int, dict]:
+    """Train (or resume), score every test split, publish the version; returns (version, metrics)."""
+    if (done := already_published(run, options)) is not None:
+        return done
+    if not run.data:
+        raise FundusSegError("no training data: pass --data URI[,URI...]")
+    incremental = options.mode == "incremental"
+    store = checkpoint_store(run, options)
+    state = store.state() if store else None
+
+    base = None
+    if incremental:
+        requested = options.base_version
+        if requested in (None, "latest") and state and state.base_version:
+            requested = state.base_version  # "latest" means the one this run started from
+        base = resolve_base(run, requested)
+        run = base.adopt(run)
+    earlier = [u for u in base.seen_data if u not in run.data] if base and options.replay_fraction > 0 else []
+    if base and options.replay_fraction > 0 and not earlier:
+        log.warning("replay: version %d was trained on no other datasets than --data; nothing to replay", base.version)
+
+    accelerator = accelerator or strategy.choose(options.accelerator)
+    global_batch = accelerator.global_batch(run.train.batch_size)
+
+    cache = DataCache(Path(options.cache_dir) if options.cache_dir else default_cache_dir())
+    training_sets, replay_sets = cache.fetch_all(run.data), cache.fetch_all(earlier)
+    scored = list({d.uri: d for d in [*training_sets, *replay_sets, *cache.fetch_all(options.eval_data)]}.values())
+    require_test_split(scored)
+    datasets = [d.load("train", run.preprocess) for d in training_sets]
+    replay = [d.load("train", run.preprocess) for d in replay_sets]
+
+    description = {
+        "run": run.to_dict(),
+        "mode": options.mode,
+        "base_version": base.version if base else None,
+        "replay_fraction": options.replay_fraction if incremental else 0.0,
+    }
+    if state:
+        store.check(state, description)
+        log.info("resuming run %s from epoch %d of %d (%s)", options.run_id, state.epoch, run.train.epochs, store.uri)
+
+    total_steps = run.train.epochs * run.train.steps_per_epoch
+    with accelerator.strategy.scope():
+        keras.utils.set_random_seed(run.train.seed)
+        if model is None:
+            model = base.load_model() if base else build_unet(run.model)
+        if not model.compiled:
+            compile_model(model, run.train, total_steps)
+        if state:
+            store.restore(model, state)
+
+    initial_epoch = min(state.epoch, run.train.epochs) if state else 0
+    seconds_before = state.training_seconds if state else 0.0
+    callbacks = []
+    if store:
+        callbacks.append(EpochCheckpoint(store, description, run.train.steps_per_epoch, seconds_before,
+                                         base.version if base else None))
+    with StopOnSigterm() as stop:
+        result = train(run, datasets, model=model, callbacks=[*callbacks, stop], initial_epoch=initial_epoch,
+                       global_batch=global_batch, replay=replay, replay_fraction=options.replay_fraction if incremental else 0.0)
+    if stop.requested is not None:
+        saved = store.state_or_none() if store else None
+        if saved:
+            raise Interrupted(f"stopped by SIGTERM after {saved.epoch} of {run.train.epochs} epochs; rerun with "
+                              f"--run-id {options.run_id} to resume from the checkpoint in {store.uri}")
+        raise Interrupted("stopped by SIGTERM before any checkpoint" + ("" if store else " (no --run-id, so none is kept)"))
+
+    scores = test_metrics(result.model, run, scored)
+    seen = list(dict.fromkeys([*(base.seen_data if base else []), *run.data]))
+    metrics = build_metrics(
+        run, options, result.model, seconds_before + result.seconds,
+        run.train.epochs * run.train.steps_per_epoch * global_batch, scores,
+        base_version=base.version if base else None,
+        seen_data=seen,
+        replay={"fraction": options.replay_fraction, "data": earlier, "images": result.replay_images} if replay else None,
+        epochs=run.train.epochs,
+        resumed_from_epoch=initial_epoch,
+        global_batch=global_batch,
+        accelerator=accelerator.describe(),
+    )
     version = publish(result.model, metrics, run.model_repo, run.model_name, run_id=options.run_id)
+    if store:
+        store.delete()  # the version is out; a rerun of this run id now returns it without training
     metrics["version"] = version
     return version, metrics

@@ -1,6 +1,7 @@
 """Fit the U-Net on a mix of datasets with the paper's augmentation."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from preprocessing.augment import dynamic_augment, static_augment
 from preprocessing.datasets import Samples, mix
 from training_job.config import RunConfig, TrainConfig
 from training_job.losses import LOSSES, dice_coefficient
-from training_job.progress import RichProgress
+from training_job.progress import progress_callback
 from training_job.unet import build_unet
 
 
@@ -22,6 +23,7 @@ class TrainResult:
     seconds: float
     images_seen: int
     final_loss: float
+    replay_images: int = 0
 
 
 def input_pipeline(images: np.ndarray, masks: np.ndarray, run: RunConfig, global_batch: int) -> tf.data.Dataset:
@@ -35,6 +37,22 @@ def input_pipeline(images: np.ndarray, masks: np.ndarray, run: RunConfig, global
         .map(lambda x, y: dynamic_augment(x, y, run.augment), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def training_arrays(
+    datasets: list[Samples], seed: int, replay: list[Samples] = (), replay_fraction: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The paper's mix of `datasets`, plus (incremental replay) images of earlier datasets making up
+    `replay_fraction` of the result, so the old instruments keep being seen; returns (images, masks, n_replay)."""
+    images, masks = mix(datasets, seed=seed)
+    if not replay or replay_fraction <= 0:
+        return images, masks, 0
+    wanted = max(1, round(len(images) * replay_fraction / (1.0 - replay_fraction)))
+    old_images, old_masks = mix(list(replay), seed=seed + 1, replicate_to=math.ceil(wanted / len(replay)))
+    order = np.random.default_rng(seed).permutation(len(images) + wanted)
+    images = np.concatenate([images, old_images[:wanted]])[order]
+    masks = np.concatenate([masks, old_masks[:wanted]])[order]
+    return images, masks, wanted
 
 
 def learning_rate(config: TrainConfig, total_steps: int):
@@ -64,10 +82,16 @@ def train(
     initial_epoch: int = 0,
     global_batch: int | None = None,
     progress: bool = True,
+    replay: list[Samples] = (),
+    replay_fraction: float = 0.0,
 ) -> TrainResult:
-    """Train `model` (a fresh U-Net when None) on the mixed `train` samples of `datasets`."""
+    """Train `model` (a fresh U-Net when None) on the mixed `train` samples of `datasets`.
+
+    A model passed in must be compiled already when training under a distribution strategy
+    (its optimizer's variables belong in the strategy's scope).
+    """
     keras.utils.set_random_seed(run.train.seed)
-    images, masks = mix(datasets, seed=run.train.seed)
+    images, masks, n_replay = training_arrays(datasets, run.train.seed, replay, replay_fraction)
     global_batch = global_batch or run.train.batch_size
     if model is None:
         model = build_unet(run.model)
@@ -75,8 +99,8 @@ def train(
     if not getattr(model, "optimizer", None) or not model.compiled:
         compile_model(model, run.train, total_steps)
     all_callbacks = list(callbacks)
-    if progress:
-        all_callbacks.append(RichProgress(run.train.epochs, run.train.steps_per_epoch, initial_epoch))
+    if progress:  # first, so that its img/s leaves out the time other callbacks (checkpoints) take
+        all_callbacks.insert(0, progress_callback(run.train.epochs, run.train.steps_per_epoch, initial_epoch, global_batch))
     start = time.perf_counter()
     history = model.fit(
         input_pipeline(images, masks, run, global_batch),
@@ -84,9 +108,10 @@ def train(
         steps_per_epoch=run.train.steps_per_epoch,
         initial_epoch=initial_epoch,
         callbacks=all_callbacks,
+        shuffle=False,  # the pipeline shuffles (and repeats) itself
         verbose=0,
     )
     seconds = time.perf_counter() - start
     losses = history.history.get("loss") or [float("nan")]
     images_seen = (run.train.epochs - initial_epoch) * run.train.steps_per_epoch * global_batch
-    return TrainResult(model, seconds, images_seen, float(losses[-1]))
+    return TrainResult(model, seconds, images_seen, float(losses[-1]), n_replay)
