@@ -97,12 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"serving.predictor: error: {exc}", file=sys.stderr)
         return 2
-    # Everything is stopped; skip the interpreter's teardown of TensorFlow, which takes seconds.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    # The server has stopped cleanly; skip the interpreter's teardown of TensorFlow (seconds).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)

@@ -136,3 +136,12 @@ def test_subprocess_start_announce_serve_and_stop_on_sigterm(tmp_path, publish):
             process.wait()
     reader.join(10)
     assert "Predictor stopped" in "".join(output)
+
+
+def test_unusable_config_exits_with_one_clear_line(tmp_path, capsys):
+    from serving.predictor.__main__ import main
+
+    assert main(["--model_config_file", str(tmp_path / "missing.config"), "--port", "0",
+                 "--rest_api_port", "0"]) == 2
+    assert "missing.config" in capsys.readouterr().err
+    assert main(["--port", "0"]) == 2  # neither --model_base_path nor --model_config_file
