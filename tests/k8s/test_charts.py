@@ -121,7 +121,7 @@ def test_deployment_mode_annotation(k8s_tools):
     isvc = one(render(k8s_tools, "fundus-seg", REPO / "charts/fundus-seg/ci/standard-values.yaml"), "InferenceService")
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
     isvc = one(render(k8s_tools, "fundus-seg"), "InferenceService")
-    assert "serving.kserve.io/deploymentMode" not in isvc["metadata"]["annotations"]
+    assert "annotations" not in isvc["metadata"]
 
 
 def test_storage_credentials_secret_is_attached_to_the_service_account(k8s_tools):
