@@ -270,3 +270,14 @@ def test_bad_values_are_rejected(k8s_tools, sets, needle):
         args += ["--set", f"{key}={value}"]
     result = run_tool(k8s_tools, *args, check=False)
     assert result.returncode != 0 and needle in result.stderr, result.stderr
+
+
+def test_storage_env_comes_from_one_secret(k8s_tools):
+    job = one(render(k8s_tools, "retrain-job", sets={"storage.existingSecret": "creds"}), "Job")
+    env = {e["name"]: e for e in container(job["spec"]["template"]["spec"], "train")["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "creds", "key": "AWS_SECRET_ACCESS_KEY"}
+    assert env["AWS_ENDPOINT_URL"]["valueFrom"]["secretKeyRef"] == {"name": "creds", "key": "AWS_ENDPOINT_URL",
+                                                                    "optional": True}
+    job = one(render(k8s_tools, "retrain-job"), "Job")  # workload identity: no keys at all
+    env = {e["name"] for e in container(job["spec"]["template"]["spec"], "train")["env"]}
+    assert not env & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"}

@@ -81,12 +81,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
       name: {{ . }}
       key: AWS_SECRET_ACCESS_KEY
 {{- end }}
-{{- with .Values.storage.endpointUrl }}
-- name: AWS_ENDPOINT_URL
-  value: {{ . | quote }}
+{{- $secret := include "retrain-job.storageSecretName" . }}
+{{- range $name, $value := dict "AWS_ENDPOINT_URL" .Values.storage.endpointUrl "AWS_REGION" .Values.storage.region }}
+{{- if $value }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- else if $secret }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $name }}
+      optional: true
 {{- end }}
-{{- with .Values.storage.region }}
-- name: AWS_REGION
-  value: {{ . | quote }}
 {{- end }}
 {{- end }}
