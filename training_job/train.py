@@ -70,6 +70,7 @@ def compile_model(model: keras.Model, config: TrainConfig, total_steps: int) -> 
         optimizer=keras.optimizers.Adam(learning_rate(config, total_steps)),
         loss=LOSSES[config.loss],
         metrics=[keras.metrics.MeanMetricWrapper(dice_coefficient, name="dice")],
+        jit_compile=config.jit_compile,
     )
     return model
 
