@@ -3,7 +3,6 @@ fake of the Kubernetes API (tests/serving/test_rollout_fakeapi.py) through the r
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import threading
 from pathlib import Path
@@ -15,7 +14,7 @@ from serving import rollout, rollout_cli
 from serving.rollout import GateFailed, RolloutError, RolloutState, compare_metrics
 from serving.rollout_kserve import KServeTarget
 from serving.rollout_local import LocalTarget
-from test_rollout_fakeapi import FakeKubeAPI, kube_api, kube_api_client  # noqa: F401 (fixture)
+from test_rollout_fakeapi import kube_api, kube_api_client  # noqa: F401 (kube_api is a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "fundus"
