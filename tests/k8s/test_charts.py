@@ -312,3 +312,18 @@ def test_kubernetes_validate_cli_passes_everything_rendered(k8s_tools, tmp_path)
     isvc = next(o for o in objects if o["kind"] == "InferenceService")
     code, output = validate([isvc], KUBE_VERSIONS[-1])
     assert code == 0 and "WARN" in output  # why the CLI alone is not enough for custom kinds
+
+
+@pytest.mark.parametrize("sets,needle", [
+    ({"inferenceService.deploymentMode": "Serverless", "predictor.scaleMetric": "cpu"}, "needs the HPA autoscaler"),
+    ({"inferenceService.deploymentMode": "Standard", "transformer.scaleMetric": "rps"}, "Knative-only"),
+])
+def test_scale_metric_must_fit_the_mode(k8s_tools, sets, needle):
+    args = ["helm", "template", "t", str(REPO / "charts" / "fundus-seg")]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    result = run_tool(k8s_tools, *args, check=False)
+    assert result.returncode != 0 and needle in result.stderr, result.stderr
+    hpa = run_tool(k8s_tools, *args, "--set", "inferenceService.annotations.serving\\.kserve\\.io/autoscalerClass=hpa",
+                   check=False)
+    assert (hpa.returncode == 0) == (sets["inferenceService.deploymentMode"] == "Serverless")

@@ -83,3 +83,18 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/* Refuse autoscaling metrics the deployment mode cannot use (KServe rejects them later, less clearly). */}}
+{{- define "fundus-seg.checkScaling" -}}
+{{- $mode := .Values.inferenceService.deploymentMode }}
+{{- $hpa := eq (get .Values.inferenceService.annotations "serving.kserve.io/autoscalerClass" | default "") "hpa" }}
+{{- range $component := list "predictor" "transformer" }}
+{{- $metric := (get $.Values $component).scaleMetric }}
+{{- if and (eq $mode "Serverless") (not $hpa) (has $metric (list "cpu" "memory")) }}
+{{- fail (printf "%s.scaleMetric=%s needs the HPA autoscaler in Serverless mode: use concurrency or rps, or annotate serving.kserve.io/autoscalerClass: hpa" $component $metric) }}
+{{- end }}
+{{- if and (has $mode (list "Standard" "RawDeployment")) (has $metric (list "concurrency" "rps")) }}
+{{- fail (printf "%s.scaleMetric=%s is Knative-only; Standard mode scales on cpu or memory" $component $metric) }}
+{{- end }}
+{{- end }}
+{{- end }}
