@@ -54,6 +54,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--schedule", choices=("cosine", "constant"))
     group.add_argument("--loss", choices=("bce_dice", "dice"))
     group.add_argument("--seed", type=int)
+    group.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="XLA-compile each training step (default on); --no-jit-compile starts faster: short runs")
     add_model_flags(parser)
     job = parser.add_argument_group("job (retraining, checkpoints, hardware)")
     job.add_argument("--mode", choices=MODES, help="full: train from scratch (default); incremental: start from "
@@ -71,7 +73,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 
 MODEL_FLAGS = ("depth", "width", "increment_ratio", "batchnorm", "upsampling", "dropout")
-TRAIN_FLAGS = ("epochs", "steps_per_epoch", "batch_size", "learning_rate", "schedule", "loss", "seed")
+TRAIN_FLAGS = ("epochs", "steps_per_epoch", "batch_size", "learning_rate", "schedule", "loss", "seed", "jit_compile")
 JOB_FLAGS = ("mode", "base_version", "replay_fraction", "eval_data", "run_id", "checkpoint_dir", "cache_dir", "accelerator")
 
 
