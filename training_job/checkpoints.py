@@ -15,6 +15,7 @@ too, and a checkpoint made with different settings is refused instead of silentl
 """
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import tempfile
@@ -72,9 +73,9 @@ class CheckpointStore:
 
     def check(self, state: CheckpointState, config: dict) -> None:
         """Refuse a checkpoint made with other settings: its weights belong to another training run."""
-        changed = sorted(k for k in set(config) | set(state.config) if config.get(k) != state.config.get(k))
+        changed = _differences(json.loads(json.dumps(config)), state.config)  # as stored: tuples become lists
         if changed:
-            raise CheckpointError(f"{self.uri} holds a checkpoint made with different settings ({', '.join(changed)} "
+            raise CheckpointError(f"{self.uri} holds a checkpoint made with different settings ({', '.join(changed[:5])} "
                                   "changed); use a new --run-id, or delete the checkpoint to start over")
 
     def restore(self, model: keras.Model, state: CheckpointState) -> None:
@@ -106,6 +107,13 @@ class CheckpointStore:
 
     def delete(self) -> None:
         storage.delete_prefix(self.uri)
+
+
+def _differences(new: Any, old: Any, path: str = "") -> list[str]:
+    """Dotted paths of the settings that differ (`run.train.learning_rate`)."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        return [d for k in sorted(set(new) | set(old)) for d in _differences(new.get(k), old.get(k), f"{path}.{k}".lstrip("."))]
+    return [] if new == old else [path or "config"]
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

@@ -1,0 +1,136 @@
+"""Per-epoch checkpoints: what they hold, and a Job that is killed, stopped and restarted."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from fundus_seg import data_cli, storage
+from training_job.__main__ import main
+from training_job.checkpoints import CheckpointError, CheckpointState, CheckpointStore
+from training_job.config import TrainConfig
+from training_job.train import compile_model
+from training_job.unet import UNetConfig, build_unet
+
+TINY = ["--depth", "1", "--width", "4", "--no-jit-compile", "--steps-per-epoch", "2", "--batch-size", "4",
+        "--accelerator", "cpu"]
+
+
+def tiny_model(seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    model = build_unet(UNetConfig(depth=1, width=4, input_size=32))
+    return compile_model(model, TrainConfig(jit_compile=False), total_steps=10)
+
+
+def test_checkpoint_restores_weights_and_optimizer_state(tmp_path):
+    model = tiny_model(0)
+    x = np.random.default_rng(0).random((4, 32, 32, 3), np.float32)
+    model.fit(x, (x[..., :1] > 0.5).astype("float32"), batch_size=2, epochs=1, verbose=0)  # 2 steps
+    store = CheckpointStore(str(tmp_path / "run-1"))
+    assert store.state() is None
+    store.save(model, CheckpointState(epoch=1, weights="epoch-0001.weights.h5", config={"a": 1}, training_seconds=2.5))
+
+    state = store.state()
+    assert state.epoch == 1 and state.training_seconds == 2.5
+    restored = tiny_model(1)
+    store.restore(restored, state)
+    assert int(restored.optimizer.iterations.numpy()) == 2  # the schedule goes on where it stopped
+    for mine, theirs in zip(model.weights, restored.weights):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+    adam = [v for v in restored.optimizer.variables if "momentum" in v.path]
+    assert adam and any(np.abs(np.asarray(v)).sum() > 0 for v in adam)  # Adam's slots came back too
+
+    store.save(model, CheckpointState(epoch=2, weights="epoch-0002.weights.h5", config={"a": 1}))
+    assert sorted(os.listdir(tmp_path / "run-1")) == ["epoch-0002.weights.h5", "state.json"]  # the old one is gone
+
+
+def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
+    store = CheckpointStore(str(tmp_path / "run-1"))
+    state = CheckpointState(epoch=1, weights="w.weights.h5", config={"run": {"lr": 1}, "mode": "full"})
+    store.check(state, {"run": {"lr": 1}, "mode": "full"})
+    with pytest.raises(CheckpointError, match=r"different settings \(run.lr changed\).*new --run-id"):
+        store.check(state, {"run": {"lr": 2}, "mode": "full"})
+    (tmp_path / "run-1").mkdir()
+    (tmp_path / "run-1" / "state.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable checkpoint"):
+        store.state()
+
+
+def checkpoint_epoch(uri: str) -> int:
+    try:
+        return storage.read_json(f"{uri}/state.json")["epoch"]
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_killed_then_terminated_job_resumes_and_publishes_once(s3_bucket, tiny_datasets, tmp_path, capsys):
+    data = f"{s3_bucket}/datasets/drishti-gs1"
+    data_cli.push(tiny_datasets["drishti-gs1"], data, progress=False)
+    repo = f"{s3_bucket}/models"
+    checkpoints = f"{s3_bucket}/checkpoints"
+    argv = ["--data", data, "--model-repo", repo, "--checkpoint-dir", checkpoints, "--run-id", "retrain-7",
+            "--epochs", "16", "--cache-dir", str(tmp_path / "cache"), *TINY]
+    store = f"{checkpoints}/retrain-7"
+
+    # 1. The pod is killed outright (OOM, node lost) once its first epoch is in the store.
+    job = subprocess.Popen([sys.executable, "-m", "training_job", *argv], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: checkpoint_epoch(store) >= 1 or job.poll() is not None, 240, "the first checkpoint")
+    finally:
+        job.kill()
+        _, err = job.communicate()
+    killed_at = checkpoint_epoch(store)
+    assert 1 <= killed_at < 16, err
+    assert storage.list_versions(repo, "optic-disc") == []
+
+    # 2. The next pod resumes there and is told to stop (SIGTERM: preemption) a little later.
+    def terminate_after_one_more_epoch():
+        wait_for(lambda: checkpoint_epoch(store) > killed_at, 120, "a resumed epoch")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    ignore = signal.signal(signal.SIGTERM, lambda *_: None)  # never let a late signal end pytest
+    try:
+        sender = threading.Thread(target=terminate_after_one_more_epoch, daemon=True)
+        sender.start()
+        code = main(argv)
+        sender.join(timeout=5)
+    finally:
+        signal.signal(signal.SIGTERM, ignore)
+    out, err = capsys.readouterr()
+    stopped_at = checkpoint_epoch(store)
+    assert code == 143, err
+    assert "stopped by SIGTERM after" in err and "rerun with --run-id retrain-7" in err
+    assert f"resuming at epoch {killed_at + 1}/16" in err
+    assert killed_at < stopped_at < 16 and storage.list_versions(repo, "optic-disc") == []
+
+    # 3. The third pod finishes from the last checkpoint and publishes exactly one version.
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["version"] == 1 and result["published"] and result["resumed_from_epoch"] == stopped_at
+    metrics = storage.read_json(f"{repo}/optic-disc/1/metrics.json")
+    assert metrics["run_id"] == "retrain-7" and metrics["resumed_from_epoch"] == stopped_at
+    assert metrics["training_images_seen"] == 16 * 2 * 4
+    assert not storage.exists(store)  # checkpoints go once the version is out
+
+    # 4. Kubernetes may still run it again: nothing new is published.
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["published"] is False
+    assert storage.list_versions(repo, "optic-disc") == [1]
