@@ -1,0 +1,48 @@
+"""The container images, checked without a Docker daemon: what goes in, who runs, what starts."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = {"Dockerfile.training": ["python", "-m", "training_job"],
+          "Dockerfile.transformer": ["python", "-m", "serving.transformer"]}
+
+
+def instructions(dockerfile: str) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", (REPO / dockerfile).read_text())
+    return [(line.split()[0].upper(), line.split(None, 1)[1]) for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize("dockerfile", IMAGES)
+def test_image_is_pinned_slim_non_root_and_carries_no_model_or_data(dockerfile):
+    steps = instructions(dockerfile)
+    base = next(v for k, v in steps if k == "ARG" and v.startswith("PYTHON_IMAGE="))
+    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base)
+    final = steps[max(i for i, (k, _) in enumerate(steps) if k == "FROM"):]
+    assert ("USER", "1000:1000") in final  # the charts' runAsUser
+    copied = " ".join(v for k, v in steps if k == "COPY")
+    assert not re.search(r"\b(models|runs|tests|shared|data|\.venv)\b", copied)
+    assert "-c /tmp/constraints.txt" in " ".join(v for k, v in steps if k == "RUN")
+    entrypoint = next(v for k, v in final if k == "ENTRYPOINT")
+    assert entrypoint == str(IMAGES[dockerfile]).replace("'", '"')  # what k8s/ and charts/ run
+
+
+def test_build_context_is_an_allow_list():
+    lines = [l for l in (REPO / ".dockerignore").read_text().splitlines() if l and not l.startswith("#")]
+    assert lines[0] == "*"
+    assert not any(l.startswith("!") and re.search(r"models|runs|tests|\.venv|\.git", l) for l in lines)
+
+
+def test_constraints_pin_the_tested_runtime_dependencies():
+    sys.path.insert(0, str(REPO / "docker"))
+    try:
+        from lock_runtime import closure
+    finally:
+        sys.path.pop(0)
+    pinned = dict(l.split("==") for l in (REPO / "docker/constraints.txt").read_text().splitlines() if "==" in l)
+    assert pinned == closure("fundus-seg"), "dependencies changed: run .venv/bin/python docker/lock_runtime.py"
