@@ -1,0 +1,53 @@
+"""Transformer configuration: one dataclass, filled from the command line or by tests."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from preprocessing.decode import DecodeLimits
+from preprocessing.errors import FundusSegError
+from preprocessing.transform import PreprocessConfig
+
+MiB = 1024 * 1024
+
+
+class TransformerConfigError(FundusSegError, ValueError):
+    """Flags the transformer cannot run with."""
+
+
+@dataclass
+class TransformerConfig:
+    """What the transformer needs besides KServe's own flags (ports, workers).
+
+    `predictor_host` is host:port of the predictor's gRPC port (`predictor_api="grpc"`, TF
+    Serving's PredictionService) or of its REST port (`"rest"`, TF Serving's /v1 API).
+    `rollout_file` is the one-machine canary contract (`<repo>/rollout.json`); None sends no
+    version, so the predictor answers with its latest (or, in the cluster, KServe splits traffic).
+    """
+
+    model_name: str = "optic-disc"
+    predictor_host: str = "127.0.0.1:8500"
+    predictor_api: Literal["grpc", "rest"] = "grpc"
+    predictor_timeout_s: float = 30.0
+    rollout_file: Path | None = None
+    max_request_bytes: int = 64 * MiB
+    max_images: int = 16
+    decode_limits: DecodeLimits = field(default_factory=DecodeLimits)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    threshold: float = 0.5
+    workers: int = 4
+    ready_cache_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.predictor_api not in ("grpc", "rest"):
+            raise TransformerConfigError(f"predictor_api must be grpc or rest, got {self.predictor_api!r}")
+        if ":" not in self.predictor_host.removeprefix("http://"):
+            raise TransformerConfigError(f"predictor_host must be host:port, got {self.predictor_host!r}")
+        for name in ("max_request_bytes", "max_images", "workers"):
+            if getattr(self, name) < 1:
+                raise TransformerConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.threshold < 1.0:
+            raise TransformerConfigError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.rollout_file is not None:
+            self.rollout_file = Path(self.rollout_file)

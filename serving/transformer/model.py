@@ -1,0 +1,230 @@
+"""The KServe transformer: images in, disc masks and measurements out; the U-Net runs in the predictor.
+
+KServe calls preprocess -> predict -> postprocess (timing each stage in its own histograms):
+
+* preprocess: decode every image with limits and prepare it for the model with `preprocessing`,
+  the very code path training used, in a thread pool (decoding and CLAHE release the GIL);
+* predict: ONE batched TF Serving Predict for all images of the request, to the version the
+  caller named, else the rollout split's label, else the predictor's latest;
+* postprocess: the shared pipeline's `finish` (back to full resolution, threshold, largest
+  component, hole filling), geometry and a 1-bit PNG per image, again in the pool.
+
+Errors become KServe's exceptions, so KServe answers with the right status: InvalidInput (400 /
+INVALID_ARGUMENT), ModelNotFound (404 / NOT_FOUND), ModelNotReady (503 / UNAVAILABLE). Images
+and their bytes are never logged.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+from kserve import Model
+from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
+from kserve.model import InferenceVerb
+from kserve.protocol.infer_type import InferRequest
+
+from preprocessing.errors import ImageDecodeError
+from preprocessing.geometry import disc_geometry
+from preprocessing.pipeline import Prepared, finish, prepare
+from serving.transformer import metrics
+from serving.transformer.codec import RAW, V1, V2_GRPC, V2_REST, ImageBatch, Segmentation, decode_request, encode_response
+from serving.transformer.config import TransformerConfig
+from serving.transformer.predictor_client import (Predictor, PredictorError, PredictorUnavailable, PredictResult,
+                                                  VersionNotFound, make_predictor)
+from serving.transformer.routing import VersionRouter
+
+log = logging.getLogger(__name__)
+
+VERSION_HEADER = "fundus-seg-model-version"
+"""Request header naming a version number or label; set by the /versions/ and /labels/ routes."""
+
+
+class UnknownVersion(ModelNotFound):
+    """A version or label the caller asked for is not loaded: 404 / NOT_FOUND with our message."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+@dataclass
+class Work:
+    """One request on its way through the three stages."""
+
+    batch: ImageBatch
+    prepared: list[Prepared]
+    prepare_ms: list[float]
+    started: float
+    result: PredictResult | None = None
+    predict_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FundusTransformer(Model):
+    def __init__(self, config: TransformerConfig, predictor: Predictor | None = None) -> None:
+        super().__init__(config.model_name)
+        self.config = config
+        self.predictor = predictor or make_predictor(config.predictor_api, config.predictor_host,
+                                                     config.model_name, config.predictor_timeout_s)
+        self.router = VersionRouter(config.rollout_file)
+        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="fundus-transformer")
+        self._health: tuple[float, bool] = (float("-inf"), False)
+        self._health_lock: asyncio.Lock | None = None
+        self.ready = True  # the transformer itself is up; healthy() says whether the predictor is
+
+    def load(self) -> bool:
+        self.ready = True
+        return True
+
+    def stop(self) -> None:
+        self.ready = False
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- readiness -------------------------------------------------------------------------------
+
+    async def healthy(self) -> bool:
+        """Ready only while the predictor has a model version AVAILABLE (checked at most every
+        `ready_cache_s`, because KServe asks on every request)."""
+        if time.monotonic() - self._health[0] < self.config.ready_cache_s:
+            return self._health[1]
+        if self._health_lock is None:
+            self._health_lock = asyncio.Lock()
+        async with self._health_lock:
+            if time.monotonic() - self._health[0] >= self.config.ready_cache_s:
+                versions = await self.predictor.available_versions()
+                metrics.MODEL_VERSION.labels(self.name).set(versions[-1] if versions else 0)
+                metrics.READY.labels(self.name).set(1 if versions else 0)
+                self._health = (time.monotonic(), bool(versions))
+        return self._health[1]
+
+    # -- the three stages ------------------------------------------------------------------------
+
+    async def __call__(self, body: Any, headers: dict[str, str] | None = None,
+                       verb: InferenceVerb = InferenceVerb.PREDICT):
+        protocol = _protocol(body)
+        started, outcome = time.perf_counter(), "ok"
+        try:
+            return await super().__call__(body, headers, verb)
+        except InvalidInput:
+            outcome = "invalid_input"
+            raise
+        except ModelNotFound:
+            outcome = "not_found"
+            raise
+        except ModelNotReady:
+            outcome = "unavailable"
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            metrics.REQUESTS.labels(protocol, outcome).inc()
+            metrics.LATENCY.labels(protocol).observe(time.perf_counter() - started)
+
+    def validate(self, payload: Any) -> Any:
+        return payload  # preprocess already validated the request and returns a Work
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Work:
+        started = time.perf_counter()
+        batch = decode_request(payload, self.config.max_images, (headers or {}).get(VERSION_HEADER) or None)
+        loop = asyncio.get_running_loop()
+        done = await asyncio.gather(*(loop.run_in_executor(self._pool, self._prepare, i, data)
+                                      for i, data in enumerate(batch.images)))
+        batch.images = []  # the bytes are no longer needed; drop them early
+        metrics.STAGES.labels("decode_preprocess").observe(time.perf_counter() - started)
+        return Work(batch, [p for p, _ in done], [ms for _, ms in done], started)
+
+    def _prepare(self, index: int, data: bytes) -> tuple[Prepared, float]:
+        started = time.perf_counter()
+        try:
+            prepared = prepare(data, self.config.preprocess, self.config.decode_limits)
+        except ImageDecodeError as exc:
+            raise InvalidInput(f"image {index}: {exc}") from None
+        return prepared, _ms(started)
+
+    async def predict(self, work: Work, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> Work:
+        started = time.perf_counter()
+        images = np.stack([p.input for p in work.prepared])
+        requested = work.batch.version
+        target = requested if requested is not None else self._route()
+        try:
+            try:
+                work.result = await self.predictor.predict(images, target)
+            except VersionNotFound:
+                if requested is not None or target is None:
+                    raise
+                # The split names a label the predictor has not loaded (yet): serve, don't fail.
+                log.warning("version %s from the rollout split is not loaded; using the latest", target)
+                work.result = await self.predictor.predict(images, None)
+        except VersionNotFound as exc:
+            if requested is not None:
+                raise UnknownVersion(str(exc)) from None
+            raise ModelNotReady(self.name, str(exc)) from None
+        except PredictorUnavailable as exc:
+            raise ModelNotReady(self.name, str(exc)) from None
+        except PredictorError as exc:
+            log.error("predictor call failed: %s", exc)
+            raise InferenceError(str(exc)) from None
+        work.predict_ms = _ms(started)
+        metrics.STAGES.labels("predict").observe(work.predict_ms / 1000)
+        return work
+
+    def _route(self) -> str | None:
+        label = self.router.choose()
+        if label is not None and self.config.predictor_api == "rest":
+            version = self.router.split.version_for(label)  # REST pins numbers to know who answered
+            return None if version is None else str(version)
+        return label
+
+    async def postprocess(self, work: Work, headers: dict[str, str] | None = None,
+                          response_headers: dict[str, str] | None = None):
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        probability = work.result.probability
+        if probability.shape[0] != len(work.prepared):
+            raise InferenceError(f"predictor returned {probability.shape[0]} maps for {len(work.prepared)} images")
+        results = await asyncio.gather(*(loop.run_in_executor(self._pool, self._finish, probability[i], p.box)
+                                         for i, p in enumerate(work.prepared)))
+        total = _ms(work.started)
+        for result, prepare_ms in zip(results, work.prepare_ms):
+            result.timings_ms = {"decode_preprocess": round(prepare_ms, 2), "predict": round(work.predict_ms, 2),
+                                 "postprocess": result.timings_ms["postprocess"], "total": round(total, 2)}
+        version = work.result.version
+        metrics.IMAGES.labels(self.name, str(version)).inc(len(results))
+        metrics.STAGES.labels("postprocess").observe(time.perf_counter() - started)
+        return encode_response(work.batch, results, self.name, version)
+
+    def _finish(self, probability: np.ndarray, box) -> Segmentation:
+        started = time.perf_counter()
+        mask = finish(probability, box, self.config.threshold)
+        disc = _rounded(disc_geometry(mask).to_dict())
+        ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1])
+        if not ok:
+            raise InferenceError("could not encode the mask as PNG")
+        return Segmentation(png.tobytes(), disc, {"postprocess": round(_ms(started), 2)})
+
+
+def _protocol(body: Any) -> str:
+    if isinstance(body, InferRequest):
+        return V2_GRPC if body.from_grpc else V2_REST
+    return RAW if isinstance(body, (bytes, bytearray)) else V1
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
+
+
+def _rounded(value: Any, digits: int = 2) -> Any:
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v, digits) for v in value]
+    return value

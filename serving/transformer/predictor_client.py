@@ -1,0 +1,249 @@
+"""Calls to the predictor in TF Serving's own protocols: gRPC PredictionService (default) or REST v1.
+
+KServe's built-in predictor clients speak the Open Inference Protocol, which TF Serving does not;
+these speak `tensorflow_serving.apis` (gRPC) and TF Serving's /v1 REST API, so the same transformer
+fronts the real TF Serving in the cluster and our predictor on one machine.
+
+Connections are created lazily on first use, i.e. inside the event loop that serves requests
+(grpc.aio channels and aiohttp sessions are bound to the loop that creates them).
+
+A version is a number (``"3"``), a label (``"canary"``) or None (the predictor's latest).
+TF Serving's REST predict response does not say which version answered, so the REST client pins
+a version number itself (the latest AVAILABLE one from the model status) to report it truthfully.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+SIGNATURE = "serving_default"
+INPUT = "images"
+OUTPUT = "disc_probability"
+
+
+class PredictorError(Exception):
+    """The predictor did not answer; subclasses say why so the transformer can pick a status."""
+
+
+class VersionNotFound(PredictorError):
+    """No such model version or label is loaded (or, without a version, no version at all)."""
+
+
+class PredictorUnavailable(PredictorError):
+    """Unreachable, timed out, or not serving."""
+
+
+@dataclass
+class PredictResult:
+    probability: np.ndarray  # N x H x W x 1 float32
+    version: int | None  # None only when the REST API answered for a label it cannot resolve
+
+
+class Predictor(Protocol):
+    async def predict(self, images: np.ndarray, version: str | None = None) -> PredictResult: ...
+    async def available_versions(self) -> list[int]: ...
+    async def close(self) -> None: ...
+
+
+def _is_number(version: str | None) -> bool:
+    return version is not None and version.isascii() and version.isdigit()
+
+
+# -- gRPC -------------------------------------------------------------------------------------
+
+
+def to_tensor_proto(array: np.ndarray):
+    """float32 array -> TensorProto as raw bytes (what tf.make_tensor_proto does, without TF ops)."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    array = np.ascontiguousarray(array, dtype="<f4")
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in array.shape])
+    return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=array.tobytes())
+
+
+def from_tensor_proto(proto) -> np.ndarray:
+    shape = [d.size for d in proto.tensor_shape.dim]
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, dtype="<f4").reshape(shape)
+    values = np.asarray(proto.float_val, dtype=np.float32)
+    size = int(np.prod(shape)) if shape else 1
+    if values.size == size:
+        return values.reshape(shape)
+    if values.size == 1:  # TF Serving compresses a constant tensor to one value
+        return np.full(shape, values[0], dtype=np.float32)
+    raise PredictorError(f"predictor returned {values.size} values for shape {shape}")
+
+
+class GrpcPredictor:
+    def __init__(self, host: str, model_name: str, timeout_s: float = 30.0) -> None:
+        self.host, self.model_name, self.timeout_s = host, model_name, timeout_s
+        self._channel = None
+
+    def _stubs(self):
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+        import grpc
+
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.host, options=[
+                ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)])
+            self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+            self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        return self._prediction, self._models
+
+    def _spec(self, spec, version: str | None) -> None:
+        spec.name = self.model_name
+        if _is_number(version):
+            spec.version.value = int(version)
+        elif version:
+            spec.version_label = version
+
+    async def predict(self, images: np.ndarray, version: str | None = None) -> PredictResult:
+        from tensorflow_serving.apis import predict_pb2
+
+        prediction, _ = self._stubs()
+        request = predict_pb2.PredictRequest()
+        self._spec(request.model_spec, version)
+        request.model_spec.signature_name = SIGNATURE
+        request.inputs[INPUT].CopyFrom(to_tensor_proto(images))
+        request.output_filter.append(OUTPUT)
+        try:
+            response = await prediction.Predict(request, timeout=self.timeout_s)
+        except Exception as exc:
+            raise _grpc_error(exc, self.model_name, version) from None
+        return PredictResult(from_tensor_proto(response.outputs[OUTPUT]), response.model_spec.version.value)
+
+    async def available_versions(self) -> list[int]:
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        _, models = self._stubs()
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.model_name
+        try:
+            response = await models.GetModelStatus(request, timeout=min(self.timeout_s, 5.0))
+        except Exception:
+            return []
+        available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        return sorted(s.version for s in response.model_version_status if s.state == available)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+
+def _grpc_error(exc: Exception, model: str, version: str | None) -> PredictorError:
+    import grpc
+
+    code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
+    detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+    if code == grpc.StatusCode.NOT_FOUND or (code == grpc.StatusCode.INVALID_ARGUMENT and version
+                                              and not _is_number(version) and "label" in (detail or "")):
+        return VersionNotFound(_not_found(model, version, detail))
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+                grpc.StatusCode.RESOURCE_EXHAUSTED):
+        return PredictorUnavailable(f"predictor unavailable ({code.name}): {detail}")
+    return PredictorError(f"predictor failed ({code.name if code else type(exc).__name__}): {detail}")
+
+
+def _not_found(model: str, version: str | None, detail: str) -> str:
+    what = f"version {version}" if _is_number(version) else f"version label {version!r}" if version else "any version"
+    return f"model {model} has no {what} loaded ({detail})"
+
+
+# -- REST -------------------------------------------------------------------------------------
+
+
+class RestPredictor:
+    def __init__(self, host: str, model_name: str, timeout_s: float = 30.0, status_cache_s: float = 1.0) -> None:
+        self.base = host if host.startswith("http") else f"http://{host}"
+        self.model_name, self.timeout_s, self.status_cache_s = model_name, timeout_s, status_cache_s
+        self._session = None
+        self._versions: tuple[float, list[int]] = (float("-inf"), [])
+
+    def _client(self):
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        return self._session
+
+    async def predict(self, images: np.ndarray, version: str | None = None) -> PredictResult:
+        if version is not None:
+            return await self._predict(images, version)
+        for attempt in range(2):  # the cached latest may just have been replaced: refresh once
+            versions = await self._cached_versions(refresh=attempt > 0)
+            if not versions:
+                raise VersionNotFound(_not_found(self.model_name, None, "no AVAILABLE version"))
+            try:
+                return await self._predict(images, str(versions[-1]))
+            except VersionNotFound:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _predict(self, images: np.ndarray, version: str) -> PredictResult:
+        import aiohttp
+        import orjson
+
+        where = f"versions/{version}" if _is_number(version) else f"labels/{version}"
+        url = f"{self.base}/v1/models/{self.model_name}/{where}:predict"
+        body = orjson.dumps({"signature_name": SIGNATURE, "inputs": {INPUT: np.asarray(images, np.float32)}},
+                            option=orjson.OPT_SERIALIZE_NUMPY)
+        try:
+            async with self._client().post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+                payload = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise PredictorUnavailable(f"predictor unreachable at {self.base}: {exc or type(exc).__name__}") from None
+        if status != 200:
+            detail = _rest_error(payload)
+            if status == 404 or (status == 400 and not _is_number(version) and "label" in detail):
+                raise VersionNotFound(_not_found(self.model_name, version, detail))
+            if status in (429, 503, 504):
+                raise PredictorUnavailable(f"predictor unavailable (HTTP {status}): {detail}")
+            raise PredictorError(f"predictor failed (HTTP {status}): {detail}")
+        outputs = orjson.loads(payload)["outputs"]
+        if isinstance(outputs, dict):
+            outputs = outputs[OUTPUT]
+        return PredictResult(np.asarray(outputs, dtype=np.float32), int(version) if _is_number(version) else None)
+
+    async def _cached_versions(self, refresh: bool = False) -> list[int]:
+        checked, versions = self._versions
+        if refresh or not versions or time.monotonic() - checked > self.status_cache_s:
+            return await self.available_versions()
+        return versions
+
+    async def available_versions(self) -> list[int]:
+        try:
+            async with self._client().get(f"{self.base}/v1/models/{self.model_name}") as response:
+                document = await response.json(content_type=None) if response.status == 200 else {}
+        except Exception:
+            document = {}
+        versions = sorted(int(s["version"]) for s in document.get("model_version_status", [])
+                          if s.get("state") == "AVAILABLE")
+        self._versions = (time.monotonic(), versions)
+        return versions
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _rest_error(payload: bytes) -> str:
+    import orjson
+
+    try:
+        return str(orjson.loads(payload).get("error", ""))[:500]
+    except Exception:
+        return payload[:200].decode("utf-8", "replace")
+
+
+def make_predictor(api: str, host: str, model_name: str, timeout_s: float = 30.0) -> Predictor:
+    if api == "grpc":
+        return GrpcPredictor(host, model_name, timeout_s)
+    return RestPredictor(host, model_name, timeout_s)

@@ -1,0 +1,47 @@
+"""Helpers for the serving tests (imported by conftest and the test modules)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fundus_seg.paths import BUNDLED_MODEL_REPO, DEFAULT_MODEL_NAME, SHARED_DATA
+
+DRISHTI = SHARED_DATA / "drishti-gs1"
+
+
+def bundled_version() -> Path | None:
+    """The newest complete bundled model version, if one has been published yet."""
+    versions = sorted((BUNDLED_MODEL_REPO / DEFAULT_MODEL_NAME).glob("*/saved_model.pb"),
+                      key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1)
+    return versions[-1].parent if versions else None
+
+
+def build_saved_model(path: Path, bias: float) -> None:
+    """A stand-in U-Net with the real serving signature: bright pixels -> disc probability."""
+    import tensorflow as tf
+
+    class Bright(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = tf.Variable(float(bias))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 128, 128, 3], tf.float32, name="images")])
+        def serve(self, images):
+            grey = tf.reduce_mean(images, axis=-1, keepdims=True)
+            return {"disc_probability": tf.sigmoid((grey - self.bias) * 40.0)}
+
+    module = Bright()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    (path / "metrics.json").write_text('{"test_metrics": {}}')
+
+
+def logs_of(stack) -> str:
+    return "".join(p.read_text(errors="replace") for p in sorted(stack.config.log_dir.glob("*.log")))
+
+
+def disc_probability(size: int = 128, radius: float = 12.0) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    inside = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= radius ** 2
+    return inside.astype(np.float32)[..., None]
+

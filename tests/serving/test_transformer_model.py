@@ -1,0 +1,157 @@
+"""The transformer's three stages against a fake predictor: no processes, no network."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import cv2
+import numpy as np
+import pytest
+from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
+
+from preprocessing.decode import decode_image
+from preprocessing.pipeline import finish, prepare
+from serving.transformer.config import TransformerConfig
+from serving.transformer.model import VERSION_HEADER, FundusTransformer, UnknownVersion
+from serving.transformer.predictor_client import (PredictorError, PredictorUnavailable, PredictResult,
+                                                  VersionNotFound)
+from serving_helpers import disc_probability
+
+
+class FakePredictor:
+    def __init__(self, versions=(3,), errors=()) -> None:
+        self.versions, self.errors = list(versions), list(errors)
+        self.calls: list[tuple[tuple, str | None]] = []
+        self.status_calls = 0
+
+    async def predict(self, images, version=None) -> PredictResult:
+        self.calls.append((images.shape, version))
+        if self.errors:
+            raise self.errors.pop(0)
+        assert images.dtype == np.float32 and images.shape[1:] == (128, 128, 3)
+        return PredictResult(np.repeat(disc_probability()[None], len(images), axis=0), self.versions[-1])
+
+    async def available_versions(self) -> list[int]:
+        self.status_calls += 1
+        return self.versions
+
+    async def close(self) -> None:
+        pass
+
+
+def make(tmp_path=None, **options) -> tuple[FundusTransformer, FakePredictor]:
+    fake = FakePredictor(**{k: options.pop(k) for k in ("versions", "errors") if k in options})
+    return FundusTransformer(TransformerConfig(**options), predictor=fake), fake
+
+
+def call(model, body, headers=None):
+    response, _ = asyncio.run(model(body, headers or {}))
+    return response
+
+
+def v1(*images: bytes) -> dict:
+    return {"instances": [{"image_bytes": {"b64": base64.b64encode(i).decode()}} for i in images]}
+
+
+def test_several_images_one_batched_predict_masks_at_full_size(image_bytes):
+    model, fake = make()
+    response = call(model, v1(image_bytes, image_bytes))
+    assert fake.calls == [((2, 128, 128, 3), None)]  # one Predict for the whole request, latest version
+    original = decode_image(image_bytes)
+    prepared = prepare(image_bytes)
+    expected = finish(disc_probability(), prepared.box)
+    for prediction in response["predictions"]:
+        mask = cv2.imdecode(np.frombuffer(base64.b64decode(prediction["mask"]["b64"]), np.uint8), cv2.IMREAD_GRAYSCALE)
+        assert mask.shape == original.shape[:2]
+        assert np.array_equal(mask > 0, expected)
+        assert prediction["disc"]["area_px"] == int(expected.sum()) > 0
+        assert prediction["model_name"] == "optic-disc" and prediction["model_version"] == 3
+        assert set(prediction["timings_ms"]) == {"decode_preprocess", "predict", "postprocess", "total"}
+    json.dumps(response)  # JSON-ready
+
+
+def test_raw_image_body(image_bytes):
+    model, _ = make()
+    assert len(call(model, image_bytes)["predictions"]) == 1
+
+
+def test_a_bad_image_is_invalid_input_naming_it(image_bytes):
+    model, fake = make()
+    with pytest.raises(InvalidInput, match="image 1: not a readable image"):
+        call(model, v1(image_bytes, b"definitely not an image"))
+    assert fake.calls == []
+
+
+def test_decode_limits_apply(image_bytes):
+    from preprocessing.decode import DecodeLimits
+
+    model, _ = make(decode_limits=DecodeLimits(max_pixels=1000))
+    with pytest.raises(InvalidInput, match="larger than the limit"):
+        call(model, v1(image_bytes))
+
+
+def test_requested_version_and_its_absence(image_bytes):
+    model, fake = make(errors=[VersionNotFound("model optic-disc has no version 9 loaded")])
+    with pytest.raises(UnknownVersion, match="no version 9") as caught:
+        call(model, image_bytes, {VERSION_HEADER: "9"})
+    assert isinstance(caught.value, ModelNotFound) and fake.calls[0][1] == "9"
+
+
+@pytest.mark.parametrize("error, expected", [
+    (VersionNotFound("nothing loaded"), ModelNotReady),
+    (PredictorUnavailable("unreachable"), ModelNotReady),
+    (PredictorError("boom"), InferenceError),
+])
+def test_predictor_failures_map_to_kserve_errors(image_bytes, error, expected):
+    model, _ = make(errors=[error])
+    with pytest.raises(expected):
+        call(model, image_bytes)
+
+
+def test_rollout_split_labels_and_fallback(tmp_path, image_bytes):
+    rollout = tmp_path / "rollout.json"
+    rollout.write_text(json.dumps({"stable": 3, "canary": 4, "canary_percent": 100}))
+    model, fake = make(rollout_file=rollout, errors=[VersionNotFound("no label canary")])
+    call(model, image_bytes)  # canary not loaded yet: served by the latest, not failed
+    call(model, image_bytes)
+    assert [version for _, version in fake.calls] == ["canary", None, "canary"]
+
+
+def test_rest_predictor_gets_pinned_numbers(tmp_path, image_bytes):
+    rollout = tmp_path / "rollout.json"
+    rollout.write_text(json.dumps({"stable": 3, "canary": None}))
+    model, fake = make(rollout_file=rollout, predictor_api="rest", predictor_host="127.0.0.1:8501")
+    call(model, image_bytes)
+    assert fake.calls[0][1] == "3"
+
+
+def test_readiness_follows_the_predictor_and_is_cached():
+    model, fake = make(versions=[], ready_cache_s=60)
+
+    async def check():
+        return [await model.healthy() for _ in range(5)]
+
+    assert asyncio.run(check()) == [False] * 5 and fake.status_calls == 1
+    fake.versions.append(1)
+    model.config.ready_cache_s = 0
+    assert asyncio.run(model.healthy()) is True
+    assert model.ready is True  # the transformer itself stays registered with KServe
+
+
+def test_metrics_count_requests_and_versions(image_bytes):
+    from prometheus_client import REGISTRY
+
+    def value(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before_ok = value("fundus_transformer_requests_total", protocol="v1", outcome="ok")
+    before_bad = value("fundus_transformer_requests_total", protocol="raw", outcome="invalid_input")
+    before_images = value("fundus_transformer_images_total", model="optic-disc", version="3")
+    model, _ = make()
+    call(model, v1(image_bytes, image_bytes))
+    with pytest.raises(InvalidInput):
+        call(model, b"junk")
+    assert value("fundus_transformer_requests_total", protocol="v1", outcome="ok") == before_ok + 1
+    assert value("fundus_transformer_requests_total", protocol="raw", outcome="invalid_input") == before_bad + 1
+    assert value("fundus_transformer_images_total", model="optic-disc", version="3") == before_images + 2

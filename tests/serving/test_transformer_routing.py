@@ -1,0 +1,76 @@
+"""The canary split from rollout.json: labels by percent, re-read only when the file changes."""
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+
+from serving.transformer.routing import CANARY, STABLE, Split, VersionRouter, parse_split
+
+
+def write(path, record) -> None:
+    path.write_text(json.dumps(record))
+
+
+def test_without_rollout_file_no_label_is_sent(tmp_path):
+    assert VersionRouter(None).choose() is None
+    assert VersionRouter(tmp_path / "rollout.json").choose() is None
+
+
+def test_stable_only(tmp_path):
+    write(tmp_path / "rollout.json", {"model_name": "optic-disc", "stable": 3, "canary": None, "canary_percent": 0})
+    router = VersionRouter(tmp_path / "rollout.json")
+    assert {router.choose() for _ in range(50)} == {STABLE}
+    assert router.split.version_for(STABLE) == 3 and router.split.version_for(CANARY) is None
+
+
+def test_canary_gets_its_percent(tmp_path):
+    write(tmp_path / "rollout.json", {"stable": 3, "canary": 4, "canary_percent": 10})
+    router = VersionRouter(tmp_path / "rollout.json", rng=random.Random(0))
+    picks = [router.choose() for _ in range(5000)]
+    assert 0.08 < picks.count(CANARY) / len(picks) < 0.12
+    assert set(picks) == {STABLE, CANARY}
+
+
+def test_reread_only_when_the_file_changes(tmp_path, monkeypatch):
+    path = tmp_path / "rollout.json"
+    write(path, {"stable": 3, "canary": 4, "canary_percent": 100})
+    router = VersionRouter(path, check_every_s=0.0)
+    assert router.choose() == CANARY
+    reads = []
+    original = type(path).read_text
+    monkeypatch.setattr(type(path), "read_text", lambda self, *a, **k: reads.append(self) or original(self, *a, **k))
+    for _ in range(20):
+        router.choose()
+    assert reads == []  # unchanged mtime and size: never re-read
+    write(path, {"stable": 4, "canary": None, "canary_percent": 0})
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert router.choose() == STABLE and router.split == Split(4, None, 0.0) and len(reads) == 1
+
+
+def test_checks_the_file_at_most_every_interval(tmp_path):
+    path = tmp_path / "rollout.json"
+    router = VersionRouter(path, check_every_s=3600)
+    assert router.choose() is None
+    write(path, {"stable": 3})
+    assert router.choose() is None  # not looked at again within the interval
+
+
+def test_a_broken_file_keeps_the_previous_split(tmp_path):
+    path = tmp_path / "rollout.json"
+    write(path, {"stable": 3, "canary": 4, "canary_percent": 50})
+    router = VersionRouter(path, check_every_s=0.0)
+    assert router.split == Split(3, 4, 50.0)
+    path.write_text("{ half written")
+    assert router.split == Split(3, 4, 50.0)
+    path.unlink()
+    assert router.split == Split() and router.choose() is None
+
+
+@pytest.mark.parametrize("record", [{}, {"stable": "x"}, {"stable": 1, "canary": 2, "canary_percent": 150}, []])
+def test_parse_split_rejects_malformed_records(record):
+    with pytest.raises((KeyError, ValueError, TypeError)):
+        parse_split(record)
