@@ -63,7 +63,9 @@ class EpochLines(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.started = time.perf_counter()
-        if self.initial_epoch:
+        if self.initial_epoch >= self.epochs:
+            self._print(f"train: all {self.epochs} epochs were done before the restart")
+        elif self.initial_epoch:
             self._print(f"train: resuming at epoch {self.initial_epoch + 1}/{self.epochs}")
 
     def on_epoch_begin(self, epoch, logs=None):
