@@ -40,6 +40,10 @@ from serving.transformer.model import VERSION_HEADER, FundusTransformer
 log = logging.getLogger(__name__)
 
 
+DRAIN_LIMIT = 1024 * 1024 * 1024
+"""Oversized bodies up to this size are read and discarded before the 413; larger ones are cut off."""
+
+
 class RequestTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body is larger than the limit of {limit} bytes")
@@ -60,6 +64,9 @@ class RequestLimits:
             if not length.isdigit():
                 return await _reject(send, 400, "invalid Content-Length header")
             if int(length) > self.max_bytes:
+                if int(length) <= DRAIN_LIMIT:  # read and drop it, so the client sees the 413, not a reset
+                    while (await receive()).get("more_body"):
+                        pass
                 return await _reject(send, 413, f"request body is {int(length)} bytes, more than the limit of "
                                                 f"{self.max_bytes} bytes; send fewer or smaller images")
         if b"inference-header-content-length" in headers:

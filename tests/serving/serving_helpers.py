@@ -45,3 +45,48 @@ def disc_probability(size: int = 128, radius: float = 12.0) -> np.ndarray:
     inside = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= radius ** 2
     return inside.astype(np.float32)[..., None]
 
+
+
+def http(url: str, body: bytes | dict | list | None = None, headers: dict | None = None,
+         method: str | None = None) -> tuple[int, dict | str]:
+    """(status, parsed JSON or text) of one request."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims to be width x height (no pixel data): a decompression bomb's header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+def eventually(check, timeout: float = 60.0, interval: float = 0.1):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            assert result, "condition not met in time"
+            return result
+        time.sleep(interval)

@@ -1,0 +1,177 @@
+"""End to end through both processes (predictor + transformer) over REST and gRPC, on DRISHTI images.
+
+The service serves the bundled model when one is published (then the Dice assertion runs), else a
+stand-in SavedModel with the real signature.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from preprocessing.decode import decode_mask
+from preprocessing.metrics import dice
+from serving.client import GrpcClient, RestClient, SegmentationError
+from serving_helpers import bundled_version, http, logs_of, png_header
+
+pytestmark = pytest.mark.slow
+MAX_REQUEST = 4 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, saved_model_template):
+    from serving.stack import LocalStack, StackConfig
+
+    root = tmp_path_factory.mktemp("e2e")
+    (root / "repo" / "optic-disc").mkdir(parents=True)
+    shutil.copytree(bundled_version() or saved_model_template, root / "repo" / "optic-disc" / "1")
+    config = StackConfig(model_repo=root / "repo", http_port=0, grpc_port=0, predictor_grpc_port=0,
+                         predictor_rest_port=0, poll_seconds=0.2, log_dir=root / "logs",
+                         extra_transformer_args=["--max_request_bytes", str(MAX_REQUEST)])
+    with LocalStack(config) as stack:
+        assert stack.wait_ready(120), logs_of(stack)[-3000:]
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def rest(service):
+    client = RestClient(service.config.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def grpc_client(service):
+    client = GrpcClient(service.config.grpc_target)
+    yield client
+    client.close()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_rest_and_grpc_answer_several_images_at_full_size(rest, grpc_client, drishti):
+    images = [drishti[0][0].read_bytes(), drishti[1][0].read_bytes()]
+    by_rest, by_grpc = rest.segment(images), grpc_client.segment(images)
+    for results in (by_rest, by_grpc):
+        assert len(results) == 2
+        for result, (_, mask_path) in zip(results, drishti[:2]):
+            assert result.mask().shape == decode_mask(mask_path.read_bytes()).shape
+            assert result.model_name == "optic-disc" and result.model_version == 1
+            assert {"area_px", "equivalent_radius_px", "centroid", "bbox", "ellipse", "vertical_diameter_px",
+                    "horizontal_diameter_px"} <= result.disc.keys()
+            assert result.timings_ms["total"] > 0
+    for a, b in zip(by_rest, by_grpc):  # same pipeline whatever the protocol
+        assert np.array_equal(a.mask(), b.mask()) and a.disc == b.disc
+
+
+def test_open_inference_protocol_over_rest(service, image_bytes):
+    status, body = http(f"{service.config.url}/v2/models/optic-disc/infer", {
+        "inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": [b64(image_bytes)]}]})
+    assert status == 200, body
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert body["model_version"] == "1"
+    assert base64.b64decode(outputs["mask"]["data"][0]).startswith(b"\x89PNG")
+    assert json.loads(outputs["disc"]["data"][0])["area_px"] >= 0
+
+
+def test_raw_image_body(service, image_bytes):
+    status, body = http(f"{service.config.url}/v1/models/optic-disc:predict", image_bytes,
+                        headers={"Content-Type": "image/jpeg"})
+    assert status == 200, body
+    assert body["predictions"][0]["model_version"] == 1
+
+
+def test_dice_against_the_expert_masks(rest, grpc_client, drishti):
+    pairs = drishti[:8]
+    scores = []
+    for i, (image_path, mask_path) in enumerate(pairs):
+        client = rest if i % 2 else grpc_client
+        [result] = client.segment([image_path.read_bytes()])
+        scores.append(dice(result.mask(), decode_mask(mask_path.read_bytes())))
+    if bundled_version() is None:
+        pytest.skip("no bundled model in models/optic-disc/ yet: the stand-in model cannot reach Dice 0.9 "
+                    f"(it scored {np.mean(scores):.2f}); everything else in this module ran")
+    assert min(scores) >= 0.9, f"Dice per image: {[round(s, 3) for s in scores]}"
+
+
+def _bad_requests(image: bytes):
+    half = image[: len(image) // 3]
+    yield "not json", "/v1/models/optic-disc:predict", b"{ nope", {}, 400, "Unrecognized request format"
+    yield "a JSON list", "/v1/models/optic-disc:predict", [1, 2], {}, 400, "JSON object"
+    yield "no instances", "/v1/models/optic-disc:predict", {"inputs": []}, {}, 400, "instances"
+    yield "empty list", "/v1/models/optic-disc:predict", {"instances": []}, {}, 400, "no images"
+    yield "bad base64", "/v1/models/optic-disc:predict", {"instances": [{"b64": "**"}]}, {}, 400, "base64"
+    yield "empty image", "/v1/models/optic-disc:predict", {"instances": [{"b64": ""}]}, {}, 400, "empty image"
+    yield "not an image", "/v1/models/optic-disc:predict", {"instances": [{"b64": b64(b"%PDF-1.4 hello")}]}, {}, \
+        400, "not a readable image"
+    yield "truncated JPEG", "/v1/models/optic-disc:predict", {"instances": [{"b64": b64(half)}]}, {}, 400, "corrupt"
+    yield "decompression bomb", "/v1/models/optic-disc:predict", \
+        {"instances": [{"b64": b64(png_header(9000, 9000))}]}, {}, 400, "larger than the limit"
+    yield "too many images", "/v1/models/optic-disc:predict", {"instances": [{"b64": "AA=="}] * 17}, {}, 400, \
+        "more than the limit of 16"
+    yield "too large", "/v1/models/optic-disc:predict", b"x" * (MAX_REQUEST + 1), {}, 413, "limit"
+    yield "unknown model", "/v1/models/cup:predict", {"instances": [{"b64": b64(image)}]}, {}, 404, "cup"
+    yield "unknown version", "/v1/models/optic-disc/versions/99:predict", {"instances": [{"b64": b64(image)}]}, \
+        {}, 404, "version 99"
+    yield "unknown label", "/v1/models/optic-disc/labels/canary:predict", {"instances": [{"b64": b64(image)}]}, \
+        {}, 404, "canary"
+    yield "v2 wrong datatype", "/v2/models/optic-disc/infer", \
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}, {}, 400, "BYTES"
+    yield "v2 unknown version", "/v2/models/optic-disc/versions/99/infer", \
+        {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [b64(image)]}]}, {}, 404, "99"
+    yield "v2 binary extension", "/v2/models/optic-disc/infer", b"{}", \
+        {"Inference-Header-Content-Length": "2"}, 400, "base64"
+
+
+def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(service, rest, image_bytes):
+    for name, path, body, headers, status, message in _bad_requests(image_bytes):
+        got, answer = http(service.config.url + path, body, headers)
+        assert got == status, (name, got, answer)
+        assert message in json.dumps(answer), (name, answer)
+    assert rest.segment([image_bytes])[0].model_version == 1
+    assert b64(image_bytes)[1000:1100] not in logs_of(service)  # images are never logged
+
+
+def test_bad_input_over_grpc(service, grpc_client, image_bytes):
+    import grpc
+
+    cases = [(dict(images=[b"garbage"]), "INVALID_ARGUMENT", "not a readable image"),
+             (dict(images=[image_bytes], version=99), "NOT_FOUND", "version 99"),
+             (dict(images=[b"x" * (MAX_REQUEST + 10)]), "RESOURCE_EXHAUSTED", "")]
+    for kwargs, code, message in cases:
+        with pytest.raises(SegmentationError) as caught:
+            grpc_client.segment(**kwargs)
+        assert caught.value.status == code and message in str(caught.value)
+    unknown = GrpcClient(service.config.grpc_target, model_name="cup")
+    with pytest.raises(SegmentationError) as caught:
+        unknown.segment([image_bytes])
+    assert caught.value.status == "NOT_FOUND"
+    unknown.close()
+    pb = grpc_client.pb
+    request = pb.ModelInferRequest(model_name="optic-disc", inputs=[pb.ModelInferRequest.InferInputTensor(
+        name="x", datatype="FP32", shape=[1], contents=pb.InferTensorContents(fp32_contents=[1.0]))])
+    with pytest.raises(grpc.RpcError) as caught:
+        grpc_client._stub.ModelInfer(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert grpc_client.segment([image_bytes])[0].model_version == 1
+
+
+def test_health_readiness_and_metrics(service, rest):
+    url = service.config.url
+    assert http(f"{url}/")[1] == {"status": "alive"}
+    assert http(f"{url}/v2/health/ready") == (200, {"ready": True})
+    assert http(f"{url}/v1/models/optic-disc")[0] == 200
+    assert rest.ready()
+    status, text = http(f"{url}/metrics")
+    assert status == 200
+    for needle in ('fundus_transformer_requests_total{outcome="ok",protocol="v1"}',
+                   'fundus_transformer_model_version{model="optic-disc"} 1.0',
+                   "fundus_transformer_request_seconds_bucket", "request_predict_seconds"):
+        assert needle in text, needle
+    status, text = http(f"http://127.0.0.1:{service.config.predictor_rest_port}/monitoring/prometheus/metrics")
+    assert status == 200 and "optic-disc" in text
