@@ -1,0 +1,52 @@
+"""`fundus-seg serve` and `fundus-seg segment` as a user runs them: real processes, Ctrl-C included."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from preprocessing.decode import decode_image
+from serving.stack import free_port, http_status
+from serving_helpers import eventually
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "fundus_seg.cli"]
+
+
+def test_serve_segment_and_ctrl_c(tmp_path, publish_version, drishti):
+    repo = tmp_path / "repo"
+    publish_version(repo, 1)
+    ports = [free_port() for _ in range(4)]
+    serve = subprocess.Popen(CLI + ["serve", "--model-repo", str(repo), "--http-port", str(ports[0]),
+                                    "--grpc-port", str(ports[1]), "--predictor-grpc-port", str(ports[2]),
+                                    "--predictor-rest-port", str(ports[3])],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{ports[0]}"
+    try:
+        eventually(lambda: serve.poll() is not None or http_status(f"{url}/v1/models/optic-disc") == 200, timeout=180)
+        assert serve.poll() is None, serve.stdout.read()
+
+        images = [str(drishti[0][0]), str(drishti[1][0]), str(tmp_path / "missing.jpg")]
+        for where in (["--url", url], ["--grpc", f"127.0.0.1:{ports[1]}"]):
+            out = tmp_path / where[0].strip("-")
+            done = subprocess.run(CLI + ["segment", *images, *where, "--overlay", str(out), "--masks", str(out)],
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 1, done.stderr  # the missing file fails, the others do not
+            lines = [json.loads(line) for line in done.stdout.splitlines()]
+            assert [line["image"] for line in lines] == images
+            assert "error" in lines[2]
+            for line, (image_path, _) in zip(lines[:2], drishti[:2]):
+                assert line["model_version"] == 1 and "area_px" in line["disc"]
+                overlay = cv2.imread(line["overlay"])
+                assert overlay.shape == decode_image(image_path.read_bytes()).shape
+                assert cv2.imread(line["mask"], cv2.IMREAD_GRAYSCALE).shape == overlay.shape[:2]
+    finally:
+        serve.send_signal(signal.SIGINT)  # what Ctrl-C does
+        output, _ = serve.communicate(timeout=60)
+    assert serve.returncode == 0, output
+    assert "stopping" in output
+    assert http_status(f"{url}/") is None and http_status(f"http://127.0.0.1:{ports[3]}/healthz") is None
