@@ -204,7 +204,7 @@ class FundusTransformer(Model):
         started = time.perf_counter()
         mask = finish(probability, box, self.config.threshold)
         disc = _rounded(disc_geometry(mask).to_dict())
-        ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1])
+        ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise InferenceError("could not encode the mask as PNG")
         return Segmentation(png.tobytes(), disc, {"postprocess": round(_ms(started), 2)})

@@ -1,0 +1,350 @@
+"""End-to-end serving benchmark next to the in-process floor, in one run on one machine.
+
+    fundus-seg benchmark [--image IMG] [--requests 200] [--concurrency 8] [--write docs/BENCHMARKS.md]
+    python -m serving.benchmark ...  (the same)
+
+It starts the one-machine service (predictor + transformer, as `fundus-seg serve` does) on free
+ports and measures, on one DRISHTI image:
+
+* the floor: decode + preprocess + model call in this process (the SavedModel loaded here), at
+  batch 1 (latency) and batched (throughput), plus the post-processing the service adds;
+* REST (KServe v1 JSON, base64) and gRPC (OIP v2, raw bytes) at concurrency 1: latency p50/p99;
+* both at concurrency N: throughput (one image per request; the predictor batches across requests).
+
+Targets: gRPC p50 <= 1.3x the floor's batch-1 p50; throughput at concurrency N >= 0.8x the floor's
+batched throughput. The breakdown says where the time goes (the transformer's own timings per
+stage, the hops, and the client's base64/JSON encoding).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from fundus_seg.paths import BUNDLED_MODEL_REPO, DEFAULT_MODEL_NAME, REPO_ROOT, SHARED_DATA
+
+DEFAULT_IMAGE = SHARED_DATA / "drishti-gs1" / "images" / "drishtiGS_002.jpg"
+GRPC_P50_TARGET = 1.3  # gRPC p50 / floor batch-1 p50 at most
+THROUGHPUT_TARGET = 0.8  # service throughput / floor batched throughput at least
+
+
+@dataclass
+class BenchmarkConfig:
+    image: Path = DEFAULT_IMAGE
+    requests: int = 200
+    concurrency: int = 8
+    batch: int = 8
+    warmup: int = 10
+    model_repo: Path = BUNDLED_MODEL_REPO
+    model_name: str = DEFAULT_MODEL_NAME
+    enable_batching: bool = True
+
+
+@dataclass
+class Latency:
+    samples_ms: list[float]
+
+    @property
+    def p50(self) -> float:
+        return float(np.percentile(self.samples_ms, 50))
+
+    @property
+    def p99(self) -> float:
+        return float(np.percentile(self.samples_ms, 99))
+
+
+@dataclass
+class Report:
+    config: BenchmarkConfig
+    model: str
+    floor_batch1: Latency
+    floor_stages_ms: dict[str, float]
+    floor_batched_ips: float
+    postprocess_ms: float
+    latency: dict[str, Latency] = field(default_factory=dict)  # "rest"/"grpc" at concurrency 1
+    throughput_ips: dict[str, float] = field(default_factory=dict)  # at concurrency N
+    server_stages_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    encode_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def grpc_ratio(self) -> float:
+        return self.latency["grpc"].p50 / self.floor_batch1.p50
+
+    @property
+    def throughput_ratio(self) -> float:
+        return max(self.throughput_ips.values()) / self.floor_batched_ips
+
+    def table(self) -> str:
+        c = self.config.concurrency
+        rows = [("in-process floor, batch 1", self.floor_batch1.p50, self.floor_batch1.p99,
+                 1000.0 / self.floor_batch1.p50, "1.00x"),
+                (f"in-process floor, batch {self.config.batch}", None, None, self.floor_batched_ips, "")]
+        for name, label in (("rest", "REST v1 (JSON, base64)"), ("grpc", "gRPC OIP v2 (raw bytes)")):
+            latency = self.latency[name]
+            rows.append((f"{label}, c=1", latency.p50, latency.p99, 1000.0 / latency.p50,
+                         f"{latency.p50 / self.floor_batch1.p50:.2f}x"))
+        for name, label in (("rest", "REST v1"), ("grpc", "gRPC OIP v2")):
+            rows.append((f"{label}, c={c}", None, None, self.throughput_ips[name],
+                         f"{self.throughput_ips[name] / self.floor_batched_ips:.2f}x of batched"))
+        fmt = lambda x: "" if x is None else f"{x:.1f}"  # noqa: E731
+        lines = ["| path | p50 ms | p99 ms | images/s | vs floor |", "| --- | ---: | ---: | ---: | --- |"]
+        lines += [f"| {n} | {fmt(a)} | {fmt(b)} | {fmt(t)} | {r} |" for n, a, b, t, r in rows]
+        return "\n".join(lines)
+
+    def verdict(self) -> str:
+        grpc_ok = self.grpc_ratio <= GRPC_P50_TARGET
+        tput_ok = self.throughput_ratio >= THROUGHPUT_TARGET
+        return (f"- gRPC p50 = {self.grpc_ratio:.2f}x the floor's batch-1 p50 (target <= {GRPC_P50_TARGET}x): "
+                f"{'met' if grpc_ok else 'MISSED'}\n"
+                f"- throughput at c={self.config.concurrency} = {self.throughput_ratio:.2f}x the floor's batched "
+                f"throughput (target >= {THROUGHPUT_TARGET}x): {'met' if tput_ok else 'MISSED'}")
+
+    def breakdown(self) -> str:
+        lines = ["| where (median ms per image) | in-process | gRPC c=1 | REST c=1 |", "| --- | ---: | ---: | ---: |"]
+        floor = self.floor_stages_ms
+        grpc, rest = self.server_stages_ms.get("grpc", {}), self.server_stages_ms.get("rest", {})
+        fmt = lambda x: "" if x is None else f"{x:.1f}"  # noqa: E731
+        for key, label in (("decode_preprocess", "decode + preprocess"), ("predict", "model call (+ hop to predictor)"),
+                           ("postprocess", "post-process + PNG")):
+            lines.append(f"| {label} | {fmt(floor.get(key, self.postprocess_ms if key == 'postprocess' else None))}"
+                         f" | {fmt(grpc.get(key))} | {fmt(rest.get(key))} |")
+        lines.append(f"| transformer total | | {fmt(grpc.get('total'))} | {fmt(rest.get('total'))} |")
+        hops = {name: self.latency[name].p50 - stages["total"]
+                for name, stages in self.server_stages_ms.items() if "total" in stages}
+        lines.append(f"| client + transformer hop (e2e p50 - transformer total) | | {fmt(hops.get('grpc'))} "
+                     f"| {fmt(hops.get('rest'))} |")
+        lines.append(f"| client request encoding (base64 + JSON / protobuf) | | {fmt(self.encode_ms.get('grpc'))} "
+                     f"| {fmt(self.encode_ms.get('rest'))} |")
+        return "\n".join(lines)
+
+    def markdown(self, command: str) -> str:
+        cpu = os.cpu_count()
+        return f"""# Serving benchmark
+
+Produced by `{command}` ({time.strftime('%Y-%m-%d')}); rerun it to refresh this file.
+
+- machine: {platform.machine()}, {cpu} CPU cores, {platform.system()} (no GPU used); other load on the
+  machine during the run is not controlled, so compare rows of one run, not runs of different days
+- model: {self.model}
+- image: `{_relative(self.config.image)}` (one image per request); {self.config.requests} requests per row,
+  {self.config.warmup} warm-up requests first; the predictor's cross-request batching is
+  {'on' if self.config.enable_batching else 'off'}
+- floor: decode + preprocess + model call in the benchmark's own Python process (the SavedModel
+  loaded there); batched = {self.config.batch} images prepared in a thread pool, one model call
+
+## Results
+
+{self.table()}
+
+{self.verdict()}
+
+## Where the time goes
+
+{self.breakdown()}
+
+The transformer's stages are its own `timings_ms` (median over the c=1 requests). The floor has no
+post-processing: mapping the 128x128 probability back to full resolution, the largest component,
+hole filling, the geometry and the PNG cost {self.postprocess_ms:.1f} ms per image in-process, and
+the service always does them, so the floor is not reachable by construction; the rest of the
+gap is the hops (client -> transformer -> predictor and back) and, for REST, base64 + JSON.
+"""
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT.parent))
+    except ValueError:
+        return str(path)
+
+
+def latest_version_dir(model_repo: Path, model_name: str) -> Path:
+    from preprocessing.errors import ModelRepositoryError
+
+    base = Path(model_repo) / model_name
+    versions = sorted((int(p.name), p) for p in base.glob("*") if p.name.isdigit() and (p / "saved_model.pb").is_file())
+    if not versions:
+        raise ModelRepositoryError(f"no model version in {base} (train one with `fundus-seg train --out {model_repo}`)")
+    return versions[-1][1]
+
+
+def measure_floor(image: bytes, version_dir: Path, requests: int, batch: int, warmup: int):
+    """(batch-1 latency, median stage times, batched images/s, post-process ms, model description)."""
+    import tensorflow as tf
+
+    from preprocessing.geometry import disc_geometry
+    from preprocessing.pipeline import finish, prepare
+
+    loaded = tf.saved_model.load(str(version_dir))
+    model = loaded.signatures["serving_default"]
+    params = sum(int(np.prod(v.shape)) for v in getattr(loaded, "variables", []))
+    describe = f"`{_relative(version_dir)}` ({params / 1e6:.2f} M parameters)" if params else f"`{version_dir}`"
+
+    def call(inputs: np.ndarray) -> np.ndarray:
+        return model(images=tf.constant(inputs))["disc_probability"].numpy()
+
+    stages: dict[str, list[float]] = {"decode_preprocess": [], "predict": []}
+    samples, post = [], []
+    for i in range(warmup + requests):
+        started = time.perf_counter()
+        prepared = prepare(image)
+        prepared_at = time.perf_counter()
+        probability = call(prepared.input[None])
+        done = time.perf_counter()
+        if i >= warmup:
+            samples.append((done - started) * 1000)
+            stages["decode_preprocess"].append((prepared_at - started) * 1000)
+            stages["predict"].append((done - prepared_at) * 1000)
+            if len(post) < 50:
+                post_started = time.perf_counter()
+                mask = finish(probability[0], prepared.box)
+                disc_geometry(mask)
+                import cv2
+
+                cv2.imencode(".png", mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 1])
+                post.append((time.perf_counter() - post_started) * 1000)
+
+    with ThreadPoolExecutor(batch) as pool:
+        rounds = max(3, requests // batch)
+        for i in range(2 + rounds):
+            if i == 2:
+                started = time.perf_counter()
+            inputs = np.stack([p.input for p in pool.map(prepare, [image] * batch)])
+            call(inputs)
+        batched_ips = rounds * batch / (time.perf_counter() - started)
+    medians = {k: statistics.median(v) for k, v in stages.items()}
+    return Latency(samples), medians, batched_ips, statistics.median(post), describe
+
+
+def measure_latency(segment: Callable[[], list], requests: int) -> tuple[Latency, dict[str, float]]:
+    samples, timings = [], []
+    for _ in range(requests):
+        started = time.perf_counter()
+        [result] = segment()
+        samples.append((time.perf_counter() - started) * 1000)
+        timings.append(result.timings_ms)
+    stages = {k: statistics.median(t[k] for t in timings) for k in timings[0]}
+    return Latency(samples), stages
+
+
+def measure_throughput(segment: Callable[[], list], requests: int, concurrency: int) -> float:
+    remaining = [requests]
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if remaining[0] <= 0:
+                    return
+                remaining[0] -= 1
+            segment()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for future in [pool.submit(worker) for _ in range(concurrency)]:
+            future.result()
+    return requests / (time.perf_counter() - started)
+
+
+def encode_costs(image: bytes, pb) -> dict[str, float]:
+    """What the client pays to build one request: base64 + JSON (REST) vs one protobuf (gRPC)."""
+    def rest() -> bytes:
+        return json.dumps({"instances": [{"image_bytes": {"b64": base64.b64encode(image).decode()}}]}).encode()
+
+    def grpc() -> bytes:
+        return pb.ModelInferRequest(model_name="m", inputs=[pb.ModelInferRequest.InferInputTensor(
+            name="image_bytes", datatype="BYTES", shape=[1],
+            contents=pb.InferTensorContents(bytes_contents=[image]))]).SerializeToString()
+
+    costs = {}
+    for name, fn in (("rest", rest), ("grpc", grpc)):
+        started = time.perf_counter()
+        for _ in range(50):
+            fn()
+        costs[name] = (time.perf_counter() - started) * 1000 / 50
+    return costs
+
+
+def run(config: BenchmarkConfig, log: Callable[[str], None] = print) -> Report:
+    from serving.client import GrpcClient, RestClient, oip_protos
+    from serving.stack import LocalStack, StackConfig, StackError
+
+    image = Path(config.image).read_bytes()
+    version_dir = latest_version_dir(config.model_repo, config.model_name)
+    with tempfile.TemporaryDirectory(prefix="fundus-bench-") as logs:
+        stack_config = StackConfig(model_repo=config.model_repo, model_name=config.model_name, http_port=0,
+                                   grpc_port=0, predictor_grpc_port=0, predictor_rest_port=0,
+                                   enable_batching=config.enable_batching, log_dir=Path(logs))
+        log(f"starting the service on {stack_config.url} and {stack_config.grpc_target} ...")
+        with LocalStack(stack_config) as stack:
+            if not stack.wait_ready(180):
+                raise StackError(f"no model version became ready in {config.model_repo}")
+            log(f"measuring the in-process floor on {version_dir} ...")
+            floor, floor_stages, batched_ips, post_ms, model = measure_floor(
+                image, version_dir, config.requests, config.batch, config.warmup)
+            report = Report(config, model, floor, floor_stages, batched_ips, post_ms)
+            clients = {"rest": RestClient(stack_config.url, config.model_name),
+                       "grpc": GrpcClient(stack_config.grpc_target, config.model_name)}
+            for name, client in clients.items():
+                segment = lambda client=client: client.segment([image])  # noqa: E731
+                for _ in range(config.warmup):
+                    segment()
+                log(f"{name}: latency at concurrency 1 ...")
+                report.latency[name], report.server_stages_ms[name] = measure_latency(segment, config.requests)
+                log(f"{name}: throughput at concurrency {config.concurrency} ...")
+                report.throughput_ips[name] = measure_throughput(segment, config.requests, config.concurrency)
+            report.encode_ms = encode_costs(image, oip_protos()[0])
+            for client in clients.values():
+                client.close()
+    return report
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="python -m serving.benchmark", description=__doc__.splitlines()[0])
+    defaults = BenchmarkConfig()
+    parser.add_argument("--image", type=Path, default=defaults.image, help="a fundus image (default: a DRISHTI-GS1 image)")
+    parser.add_argument("--requests", type=int, default=defaults.requests, help="requests per measurement")
+    parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parser.add_argument("--batch", type=int, default=defaults.batch, help="batch size of the in-process floor")
+    parser.add_argument("--model-repo", type=Path, default=defaults.model_repo)
+    parser.add_argument("--model-name", default=defaults.model_name)
+    parser.add_argument("--no-batching", action="store_true", help="turn off the predictor's cross-request batching")
+    parser.add_argument("--write", nargs="?", type=Path, const=REPO_ROOT / "docs" / "BENCHMARKS.md", default=None,
+                        metavar="FILE", help="write the report as Markdown (default file: docs/BENCHMARKS.md)")
+    return parser
+
+
+def main(args: argparse.Namespace, command: str = "fundus-seg benchmark") -> int:
+    config = BenchmarkConfig(image=args.image, requests=args.requests, concurrency=args.concurrency, batch=args.batch,
+                             model_repo=args.model_repo, model_name=args.model_name,
+                             enable_batching=not args.no_batching)
+    report = run(config)
+    print()
+    print(report.table())
+    print()
+    print(report.verdict())
+    print()
+    print(report.breakdown())
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(report.markdown(command))
+        print(f"\nwrote {args.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    parsed = build_parser().parse_args()
+    sys.exit(main(parsed, "python -m serving.benchmark " + " ".join(sys.argv[1:])))
