@@ -183,8 +183,8 @@ def measure_floor(image: bytes, version_dir: Path, requests: int, batch: int, wa
     """(batch-1 latency, median stage times, batched images/s, post-process ms, model description)."""
     import tensorflow as tf
 
-    from preprocessing.geometry import disc_geometry
-    from preprocessing.pipeline import finish, prepare
+    from preprocessing.pipeline import prepare
+    from serving.transformer.result import segment_probability
 
     loaded = tf.saved_model.load(str(version_dir))
     model = loaded.signatures["serving_default"]
@@ -208,11 +208,7 @@ def measure_floor(image: bytes, version_dir: Path, requests: int, batch: int, wa
             stages["predict"].append((done - prepared_at) * 1000)
             if len(post) < 50:
                 post_started = time.perf_counter()
-                mask = finish(probability[0], prepared.box)
-                disc_geometry(mask)
-                import cv2
-
-                cv2.imencode(".png", mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 1])
+                segment_probability(probability[0], prepared.box)
                 post.append((time.perf_counter() - post_started) * 1000)
 
     with ThreadPoolExecutor(batch) as pool:
@@ -313,7 +309,8 @@ def run(config: BenchmarkConfig, log: Callable[[str], None] = print) -> Report:
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="python -m serving.benchmark", description=__doc__.splitlines()[0])
     defaults = BenchmarkConfig()
-    parser.add_argument("--image", type=Path, default=defaults.image, help="a fundus image (default: a DRISHTI-GS1 image)")
+    parser.add_argument("--image", type=Path, default=defaults.image,
+                        help="a fundus image (default: a DRISHTI-GS1 image)")
     parser.add_argument("--requests", type=int, default=defaults.requests, help="requests per measurement")
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
     parser.add_argument("--batch", type=int, default=defaults.batch, help="batch size of the in-process floor")

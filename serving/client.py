@@ -253,7 +253,8 @@ def overlay(image: Image, mask: np.ndarray, color: tuple[int, int, int] = (0, 25
 
     rgb = decode_image(_read(image))
     if rgb.shape[:2] != mask.shape[:2]:
-        raise SegmentationError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {rgb.shape[1]}x{rgb.shape[0]}")
+        raise SegmentationError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                                f"{rgb.shape[1]}x{rgb.shape[0]}")
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     thickness = max(2, round(min(mask.shape[:2]) / 250))

@@ -19,10 +19,9 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 from kserve import Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
@@ -30,13 +29,14 @@ from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest
 
 from preprocessing.errors import ImageDecodeError
-from preprocessing.geometry import disc_geometry
-from preprocessing.pipeline import Prepared, finish, prepare
+from preprocessing.pipeline import Prepared, prepare
 from serving.transformer import metrics
-from serving.transformer.codec import RAW, V1, V2_GRPC, V2_REST, ImageBatch, Segmentation, decode_request, encode_response
+from serving.transformer.codec import (RAW, V1, V2_GRPC, V2_REST, ImageBatch, Segmentation, decode_request,
+                                       encode_response)
 from serving.transformer.config import TransformerConfig
 from serving.transformer.predictor_client import (Predictor, PredictorError, PredictorUnavailable, PredictResult,
                                                   VersionNotFound, make_predictor)
+from serving.transformer.result import segment_probability
 from serving.transformer.routing import VersionRouter
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,6 @@ class Work:
     started: float
     result: PredictResult | None = None
     predict_ms: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class FundusTransformer(Model):
@@ -202,12 +201,8 @@ class FundusTransformer(Model):
 
     def _finish(self, probability: np.ndarray, box) -> Segmentation:
         started = time.perf_counter()
-        mask = finish(probability, box, self.config.threshold)
-        disc = _rounded(disc_geometry(mask).to_dict())
-        ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 1])
-        if not ok:
-            raise InferenceError("could not encode the mask as PNG")
-        return Segmentation(png.tobytes(), disc, {"postprocess": round(_ms(started), 2)})
+        png, disc = segment_probability(probability, box, self.config.threshold)
+        return Segmentation(png, disc, {"postprocess": round(_ms(started), 2)})
 
 
 def _protocol(body: Any) -> str:
@@ -218,13 +213,3 @@ def _protocol(body: Any) -> str:
 
 def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000.0
-
-
-def _rounded(value: Any, digits: int = 2) -> Any:
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: _rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_rounded(v, digits) for v in value]
-    return value

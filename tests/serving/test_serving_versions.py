@@ -6,7 +6,6 @@ import json
 import threading
 import time
 
-import grpc
 import pytest
 
 from serving.client import GrpcClient, RestClient
