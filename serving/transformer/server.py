@@ -21,6 +21,7 @@ from concurrent import futures
 
 import kserve.model_server as kserve_server
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, ORJSONResponse
 from grpc import aio
 from kserve.errors import InvalidInput, ModelNotReady
@@ -109,6 +110,12 @@ def add_routes(app: FastAPI, dataplane: DataPlane, max_request_bytes: int) -> No
 
     app.add_exception_handler(RequestTooLarge, too_large)
 
+    async def invalid_body(_, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default 422 echoes the offending input, which may be an image: say where, not what.
+        return JSONResponse({"error": f"not an inference request: {_problems(exc.errors())}"}, status_code=400)
+
+    app.add_exception_handler(RequestValidationError, invalid_body)
+
     async def v1_predict(model_name: str, version: str, request: Request) -> ORJSONResponse:
         if not await dataplane.model_ready(model_name, True):
             raise ModelNotReady(model_name)
@@ -123,8 +130,7 @@ def add_routes(app: FastAPI, dataplane: DataPlane, max_request_bytes: int) -> No
         try:
             parsed = InferenceRequest.model_validate_json(await request.body())
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-            raise InvalidInput(f"not an inference request: {problems}") from None
+            raise InvalidInput(f"not an inference request: {_problems(exc.errors())}") from None
         infer_request = InferRequest.from_inference_request(parsed, model_name)
         infer_request.model_version = version
         response, _ = await dataplane.infer(model_name=model_name, request=infer_request, headers=dict(request.headers))
@@ -136,6 +142,10 @@ def add_routes(app: FastAPI, dataplane: DataPlane, max_request_bytes: int) -> No
                           response_model=None)
     app.add_api_route("/v2/models/{model_name}/versions/{version}/infer", v2_infer, methods=["POST"],
                       response_model=None)
+
+
+def _problems(errors: list[dict]) -> str:
+    return "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in errors[:5])
 
 
 def _bound_servers(host: str) -> tuple[type, type]:

@@ -122,6 +122,8 @@ def _bad_requests(image: bytes):
         {}, 404, "canary"
     yield "v2 wrong datatype", "/v2/models/optic-disc/infer", \
         {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}, {}, 400, "BYTES"
+    yield "v2 wrong shape", "/v2/models/optic-disc/infer", {"inputs": [{"name": "x", "data": [b64(image)]}]}, {}, \
+        400, "inputs.0.datatype"
     yield "v2 unknown version", "/v2/models/optic-disc/versions/99/infer", \
         {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [b64(image)]}]}, {}, 404, "99"
     yield "v2 binary extension", "/v2/models/optic-disc/infer", b"{}", \
@@ -133,6 +135,7 @@ def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(service, rest, im
         got, answer = http(service.config.url + path, body, headers)
         assert got == status, (name, got, answer)
         assert message in json.dumps(answer), (name, answer)
+        assert b64(image_bytes)[100:200] not in json.dumps(answer)  # never echoed
     assert rest.segment([image_bytes])[0].model_version == 1
     assert b64(image_bytes)[1000:1100] not in logs_of(service)  # images are never logged
 
