@@ -74,6 +74,7 @@ class FundusTransformer(Model):
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="fundus-transformer")
         self._health: tuple[float, bool] = (float("-inf"), False)
         self._health_lock: asyncio.Lock | None = None
+        self._warned: set[str] = set()
         self.ready = True  # the transformer itself is up; healthy() says whether the predictor is
 
     def load(self) -> bool:
@@ -159,7 +160,9 @@ class FundusTransformer(Model):
                 if requested is not None or target is None:
                     raise
                 # The split names a label the predictor has not loaded (yet): serve, don't fail.
-                log.warning("version %s from the rollout split is not loaded; using the latest", target)
+                if target not in self._warned:
+                    self._warned.add(target)
+                    log.warning("version %s from the rollout split is not loaded; using the latest", target)
                 work.result = await self.predictor.predict(images, None)
         except VersionNotFound as exc:
             if requested is not None:

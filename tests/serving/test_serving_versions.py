@@ -14,10 +14,11 @@ from serving_helpers import eventually, http, logs_of
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.parametrize("predictor_api", ["grpc", "rest"])
 def test_ready_only_with_a_model_then_hot_swap_without_failures(tmp_path, start_stack, publish_version,
-                                                                image_bytes):
+                                                                image_bytes, predictor_api):
     repo = tmp_path / "repo"
-    stack = start_stack(repo)
+    stack = start_stack(repo, predictor_api=predictor_api)
     url, model = stack.config.url, "/v1/models/optic-disc"
 
     # No version yet: alive, not ready, and predictions are a clear 503.
