@@ -3,7 +3,7 @@
 KServe calls preprocess -> predict -> postprocess (timing each stage in its own histograms):
 
 * preprocess: decode every image with limits and prepare it for the model with `preprocessing`,
-  the very code path training used, in a thread pool (decoding and CLAHE release the GIL);
+  the very code path training used, in a thread pool when there is more than one to do;
 * predict: ONE batched TF Serving Predict for all images of the request, to the version the
   caller named, else the rollout split's label, else the predictor's latest;
 * postprocess: the shared pipeline's `finish` (back to full resolution, threshold, largest
@@ -75,6 +75,7 @@ class FundusTransformer(Model):
         self._health: tuple[float, bool] = (float("-inf"), False)
         self._health_lock: asyncio.Lock | None = None
         self._warned: set[str] = set()
+        self._in_flight = 0  # requests inside __call__ (one event loop: no lock needed)
         self.ready = True  # the transformer itself is up; healthy() says whether the predictor is
 
     def load(self) -> bool:
@@ -108,6 +109,7 @@ class FundusTransformer(Model):
                        verb: InferenceVerb = InferenceVerb.PREDICT):
         protocol = _protocol(body)
         started, outcome = time.perf_counter(), "ok"
+        self._in_flight += 1
         try:
             return await super().__call__(body, headers, verb)
         except InvalidInput:
@@ -123,6 +125,7 @@ class FundusTransformer(Model):
             outcome = "error"
             raise
         finally:
+            self._in_flight -= 1
             metrics.REQUESTS.labels(protocol, outcome).inc()
             metrics.LATENCY.labels(protocol).observe(time.perf_counter() - started)
 
@@ -132,12 +135,19 @@ class FundusTransformer(Model):
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Work:
         started = time.perf_counter()
         batch = decode_request(payload, self.config.max_images, (headers or {}).get(VERSION_HEADER) or None)
-        loop = asyncio.get_running_loop()
-        done = await asyncio.gather(*(loop.run_in_executor(self._pool, self._prepare, i, data)
-                                      for i, data in enumerate(batch.images)))
+        done = await self._map(self._prepare, list(enumerate(batch.images)))
         batch.images = []  # the bytes are no longer needed; drop them early
         metrics.STAGES.labels("decode_preprocess").observe(time.perf_counter() - started)
         return Work(batch, [p for p, _ in done], [ms for _, ms in done], started)
+
+    async def _map(self, function, arguments: list[tuple]) -> list:
+        """`function` over `arguments`: in the thread pool, in parallel (decoding, OpenCV and NumPy
+        release the GIL), unless this is the only request in flight with a single image. Then
+        it runs right here: a thread handoff costs more than it buys when nothing else is waiting."""
+        if self._in_flight <= 1 and len(arguments) == 1:
+            return [function(*arguments[0])]
+        loop = asyncio.get_running_loop()
+        return await asyncio.gather(*(loop.run_in_executor(self._pool, function, *args) for args in arguments))
 
     def _prepare(self, index: int, data: bytes) -> tuple[Prepared, float]:
         started = time.perf_counter()
@@ -187,12 +197,10 @@ class FundusTransformer(Model):
     async def postprocess(self, work: Work, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None):
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
         probability = work.result.probability
         if probability.shape[0] != len(work.prepared):
             raise InferenceError(f"predictor returned {probability.shape[0]} maps for {len(work.prepared)} images")
-        results = await asyncio.gather(*(loop.run_in_executor(self._pool, self._finish, probability[i], p.box)
-                                         for i, p in enumerate(work.prepared)))
+        results = await self._map(self._finish, [(probability[i], p.box) for i, p in enumerate(work.prepared)])
         total = _ms(work.started)
         for result, prepare_ms in zip(results, work.prepare_ms):
             result.timings_ms = {"decode_preprocess": round(prepare_ms, 2), "predict": round(work.predict_ms, 2),
