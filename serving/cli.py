@@ -91,6 +91,9 @@ def run_serve(args: argparse.Namespace) -> int:
               f"gRPC {config.grpc_target} (Open Inference Protocol v2); Ctrl-C stops", file=sys.stderr)
         if stack.wait_ready(120):
             print(f"fundus-seg serve: ready; try `fundus-seg segment IMAGE --url {config.url}`", file=sys.stderr)
+        else:
+            print(f"fundus-seg serve: no model version loaded yet; requests get 503 until one is published "
+                  f"to {config.model_repo / config.model_name}/<version>/", file=sys.stderr)
         return stack.wait()
     except KeyboardInterrupt:
         print("fundus-seg serve: stopping ...", file=sys.stderr)
