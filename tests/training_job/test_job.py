@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
+from pathlib import Path
 
 import pytest
+import yaml
 
 from fundus_seg import storage
 from fundus_seg.cli import build_parser as fundus_seg_parser
@@ -29,6 +32,18 @@ def test_the_entrypoint_and_fundus_seg_train_share_their_flags():
     assert (job.mode, job.base_version, job.replay_fraction, job.run_id) == ("incremental", 3, 0.2, "job-1")
     assert (job.checkpoint_dir, job.cache_dir, job.accelerator, job.eval_data) == ("s3://b/ckpt", "/tmp/c", "gpu", ("/data/c",))
     assert run.train.epochs == 3  # incremental: the paper's brief retrain unless epochs are set
+
+
+def test_the_cronjob_args_parse(tmp_path):
+    """k8s/base runs the entrypoint with these args (after Kubernetes expands $(VAR) from env)."""
+    cronjob = yaml.safe_load((Path(__file__).resolve().parents[2] / "k8s/base/retrain-cronjob.yaml").read_text())
+    container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "training_job"]
+    env = {e["name"]: e.get("value", "retrain-20260101") for e in container["env"]}
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]
+    parsed = build_parser().parse_args(args)
+    assert parsed.mode == "full" and parsed.run_id == "retrain-20260101" and parsed.accelerator == "cpu"
+    assert parsed.data == ("s3://fundus-seg/datasets/drishti-gs1", "s3://fundus-seg/datasets/rim-one-dl")
 
 
 def test_config_file_with_a_job_section_under_flags(tmp_path, monkeypatch):
