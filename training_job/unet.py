@@ -43,7 +43,7 @@ def conv_block(x, width: int, config: UNetConfig, name: str):
     for i in (1, 2):
         x = layers.Conv2D(width, 3, padding="same", use_bias=not config.batchnorm, name=f"{name}_conv{i}")(x)
         if config.batchnorm:
-            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+            x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)  # short runs need settled statistics
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
         if i == 1 and config.dropout > 0:
             x = layers.SpatialDropout2D(config.dropout, name=f"{name}_dropout")(x)
