@@ -6,7 +6,6 @@ import re
 import threading
 from pathlib import Path
 
-import pytest
 import yaml
 
 from fundus_seg import storage
