@@ -167,7 +167,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
-    from training_job.unet import UNetConfig, build_unet, flops_per_image, trainable_params
+    from training_job.unet import build_unet, flops_per_image, trainable_params
 
     config = with_overrides(RunConfig(), model={k: getattr(args, k) for k in MODEL_FLAGS}).model
     model = build_unet(config)
