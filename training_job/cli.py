@@ -15,8 +15,9 @@ from preprocessing.errors import FundusSegError, ModelRepositoryError
 from training_job.config import (ACCELERATORS, INCREMENTAL_EPOCHS, MODES, JobOptions, RunConfig, configs_from_dict,
                                  read_config_file, with_overrides)
 
-RUN_ID_VARIABLES = ("FUNDUS_SEG_RUN_ID", "JOB_NAME")
-"""Where a run id comes from when --run-id and the config file give none (set them from the Job's name)."""
+RUN_ID_VARIABLES = ("FUNDUS_SEG_RUN_ID",)
+"""Where a run id comes from when --run-id and the config file give none (set it from the Job's name).
+Not CI's generic JOB_NAME: every run of a CI job would then be "already published"."""
 
 
 def _csv(value: str) -> tuple[str, ...]:

@@ -49,7 +49,7 @@ def test_config_file_with_a_job_section_under_flags(tmp_path, monkeypatch):
     config = tmp_path / "train.yaml"
     config.write_text("data: [s3://b/datasets/a]\ntrain: {epochs: 7}\n"
                       "job: {mode: incremental, base_version: latest, replay_fraction: 0.3, accelerator: cpu}\n")
-    monkeypatch.setenv("JOB_NAME", "retrain-20260101")
+    monkeypatch.setenv("FUNDUS_SEG_RUN_ID", "retrain-20260101")
     run, job = configs_from_args(build_parser().parse_args(["--config", str(config), "--replay-fraction", "0.1"]))
     assert run.data == ("s3://b/datasets/a",) and run.train.epochs == 7  # the file's epochs win over the mode default
     assert (job.mode, job.base_version, job.replay_fraction, job.accelerator) == ("incremental", "latest", 0.1, "cpu")
