@@ -24,7 +24,11 @@ def _budget(m: dict) -> str:
 
 def _data(m: dict) -> str:
     names = "+".join(Path(d.rstrip("/")).name for d in m["data"])
-    return f"{names} (from v{m['base_version']}{', replay ' + str(m.get('replay_fraction')) if m.get('replay_fraction') else ''})" if m.get("mode") == "incremental" else names
+    if m.get("mode") != "incremental":
+        return names
+    replay = m.get("replay") or {}
+    replayed = f", replay {replay['fraction']:g} of {'+'.join(Path(d).name for d in replay['data'])}" if replay else ""
+    return f"{names} (from v{m['base_version']}{replayed})"
 
 
 def table(repos: list[Path]) -> str:
