@@ -173,7 +173,31 @@ Produced by `{command}` ({time.strftime('%Y-%m-%d')}); rerun it to refresh this 
 
 The service's stages are the transformer's own `timings_ms` (medians over the c=1 requests);
 "model call" there includes the gRPC hop to the predictor and its batching window.
+
+{self.gap()}
 """
+
+    def gap(self) -> str:
+        """The gRPC c=1 gap to the floor, split into the parts the breakdown measures."""
+        service, floor = self.server_stages_ms.get("grpc", {}), self.floor.stages_ms
+        if "total" not in service:
+            return ""
+        parts = [
+            ("post-processing at full resolution + PNG, which the floor does not do", service["postprocess"]),
+            ("decode + preprocess running slower in the transformer than in-process (client, transformer and "
+             "predictor share the CPU cores, with whatever else runs on the machine)",
+             service["decode_preprocess"] - floor["decode_preprocess"]),
+            ("the hop to the predictor (a 196 KB tensor out, 64 KB back) and its batching window",
+             service["predict"] - floor["predict"]),
+            ("client <-> transformer (HTTP/2, KServe's request handling, the response)",
+             self.latency["grpc"].p50 - service["total"]),
+        ]
+        gap = self.latency["grpc"].p50 - self.floor.batch1.p50
+        lines = [f"Of the {gap:.1f} ms between the gRPC p50 and the floor's p50:"]
+        lines += [f"- {ms:.1f} ms: {what}" for what, ms in parts]
+        rest = gap - sum(ms for _, ms in parts)
+        lines.append(f"- {rest:.1f} ms: the rest (the transformer's own bookkeeping between stages)")
+        return "\n".join(lines)
 
 
 def _relative(path: Path) -> str:
