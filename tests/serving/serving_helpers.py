@@ -1,6 +1,7 @@
 """Helpers for the serving tests (imported by conftest and the test modules)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,11 @@ DRISHTI = SHARED_DATA / "drishti-gs1"
 
 
 def bundled_version() -> Path | None:
-    """The newest complete bundled model version, if one has been published yet."""
+    """The newest complete bundled model version, if one has been published yet
+    ($FUNDUS_SEG_TEST_MODEL_VERSION names another trained version directory instead)."""
+    override = os.environ.get("FUNDUS_SEG_TEST_MODEL_VERSION")
+    if override:
+        return Path(override)
     versions = sorted((BUNDLED_MODEL_REPO / DEFAULT_MODEL_NAME).glob("*/saved_model.pb"),
                       key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1)
     return versions[-1].parent if versions else None
