@@ -30,5 +30,15 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def postprocess_mask(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Probability map (any resolution) -> bool mask of the single, hole-free disc."""
-    return fill_holes(largest_component(np.asarray(probability).squeeze() >= threshold))
+    """Probability map (any resolution) -> bool mask of the single, hole-free disc.
+
+    Works inside the bounding box of the thresholded pixels only: on a full-size photo the disc
+    is a few percent of the image, and the result is identical (nothing outside the box is
+    foreground, so a background region touching the box edge is not a hole).
+    """
+    binary = (np.asarray(probability).squeeze() >= threshold).astype(np.uint8)
+    x, y, w, h = cv2.boundingRect(binary)
+    mask = np.zeros(binary.shape, bool)
+    if w and h:
+        mask[y : y + h, x : x + w] = fill_holes(largest_component(binary[y : y + h, x : x + w]))
+    return mask

@@ -60,3 +60,16 @@ def test_geometry_of_an_ellipse():
     assert geometry.ellipse.major_axis == pytest.approx(120, abs=2) and geometry.ellipse.minor_axis == pytest.approx(80, abs=2)
     empty = disc_geometry(np.zeros((10, 10), bool))
     assert empty.area_px == 0 and empty.centroid is None and empty.to_dict()["ellipse"] is None
+
+
+def test_bounding_box_postprocessing_equals_whole_image_postprocessing():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        prob = np.zeros((300, 400), np.float32)
+        for _ in range(rng.integers(1, 4)):
+            y, x = rng.integers(0, 300), rng.integers(0, 400)
+            prob[max(0, y - 40) : y + 40, max(0, x - 30) : x + 30] = rng.uniform(0.4, 1.0)
+        prob[rng.random(prob.shape) < 0.02] = 0.0  # speckle holes
+        whole = fill_holes(largest_component(prob >= 0.5))
+        assert np.array_equal(postprocess_mask(prob), whole)
+    assert not postprocess_mask(np.zeros((10, 10))).any()
