@@ -59,9 +59,9 @@ class StackConfig:
         return f"{self.host}:{self.grpc_port}"
 
     def predictor_command(self) -> list[str]:
-        config_file = self.model_repo / MODELS_CONFIG
-        models = (["--model_config_file", str(config_file)] if config_file.is_file()
-                  else ["--model_base_path", str(self.model_repo / self.model_name)])
+        # The base path serves until a rollout writes models.config; from then on the file governs.
+        models = ["--model_base_path", str(self.model_repo / self.model_name),
+                  "--model_config_file", str(self.model_repo / MODELS_CONFIG)]
         return [sys.executable, "-m", "serving.predictor", "--host", self.host,
                 "--port", str(self.predictor_grpc_port), "--rest_api_port", str(self.predictor_rest_port),
                 "--model_name", self.model_name, *models,

@@ -86,7 +86,9 @@ class BatchingConfig:
 class PredictorConfig:
     """Everything `python -m serving.predictor` accepts; field names follow TF Serving's flags.
 
-    Either `model_base_path` (one model, policy "latest") or `model_config_file` must be set.
+    `model_base_path` (one model, policy "latest") or `model_config_file` must be set. Given both,
+    the config file governs as soon as it exists and the base path serves until then: a local
+    canary rollout can write `models.config` into a repository that is already being served.
     Port 0 binds a free port; the bound ports are logged and exposed by PredictorServer.
     """
 
@@ -107,8 +109,8 @@ class PredictorConfig:
     shutdown_grace_seconds: float = 5.0
 
     def __post_init__(self) -> None:
-        if (self.model_base_path is None) == (self.model_config_file is None):
-            raise ConfigError("give exactly one of --model_base_path or --model_config_file")
+        if self.model_base_path is None and self.model_config_file is None:
+            raise ConfigError("give --model_base_path or --model_config_file")
         if self.model_base_path is not None:
             self.model_base_path = Path(self.model_base_path)
         if self.model_config_file is not None:
@@ -127,7 +129,7 @@ class PredictorConfig:
 
     def read_models(self) -> list[ModelConfig]:
         """The models to serve now: the single flag-given model, or the config file's current content."""
-        if self.model_config_file is not None:
+        if self.model_config_file is not None and (self.model_base_path is None or self.model_config_file.exists()):
             return read_model_config_file(self.model_config_file)
         return [ModelConfig(self.model_name, Path(self.model_base_path))]
 

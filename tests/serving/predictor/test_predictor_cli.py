@@ -82,11 +82,13 @@ def test_bad_model_config_files_are_config_errors(tmp_path, text):
         read_model_config_file(path)
 
 
-def test_exactly_one_model_source(tmp_path):
+def test_a_model_source_is_required_and_the_config_file_wins_once_it_exists(tmp_path):
     with pytest.raises(ConfigError):
         PredictorConfig()
-    with pytest.raises(ConfigError):
-        PredictorConfig(model_base_path=tmp_path, model_config_file=tmp_path / "models.config")
+    both = PredictorConfig(model_name="optic-disc", model_base_path=tmp_path, model_config_file=tmp_path / "models.config")
+    assert [m.base_path for m in both.read_models()] == [tmp_path]  # no file yet: the base path
+    with pytest.raises(ConfigError, match="cannot use model config file"):
+        PredictorConfig(model_config_file=tmp_path / "models.config").read_models()
 
 
 @pytest.mark.slow

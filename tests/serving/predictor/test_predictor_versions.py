@@ -175,3 +175,17 @@ def test_grpc_health_and_busy_port(tmp_path, publish, start_server):
     with pytest.raises(ConfigError, match="REST port"):
         start_server(config(model_name="optic-disc", model_base_path=base, rest_api_port=server.rest_port))
     assert check(wrappers_pb2.StringValue(value="tensorflow.serving.PredictionService"), timeout=10).value == 1
+
+
+def test_config_file_written_after_start_takes_over_from_the_base_path(tmp_path, publish, start_server):
+    """`fundus-seg serve` starts with both flags; a later local rollout writes models.config."""
+    base = tmp_path / "optic-disc"
+    for version in (1, 2):
+        publish(base, version)
+    models_config = tmp_path / "models.config"
+    server = start_server(config(model_name="optic-disc", model_base_path=base, model_config_file=models_config))
+    eventually(lambda: served_version(server) == 2)  # no config yet: latest from the base path
+    assert served_version(server, label="stable") is None
+
+    write_config(models_config, base, [1, 2], {"stable": 1, "canary": 2})
+    eventually(lambda: served_version(server, label="stable") == 1 and served_version(server, label="canary") == 2)
