@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -32,8 +31,10 @@ def static_augment(images: np.ndarray, masks: np.ndarray, config: AugmentConfig)
     return np.concatenate(variants), np.concatenate([masks] * len(variants))
 
 
-def random_transforms(batch_size: tf.Tensor, size: int, config: AugmentConfig) -> tf.Tensor:
+def random_transforms(batch_size, size: int, config: AugmentConfig):
     """[batch, 8] projective transforms mapping output pixel coordinates to input coordinates."""
+    import tensorflow as tf  # only where tensors are made: the CLI and the transformer start without TF
+
     uniform = lambda low, high: tf.random.uniform([batch_size], low, high)  # noqa: E731
     theta = uniform(-1.0, 1.0) * math.radians(config.rotation_deg)
     low, high = config.zoom_range
@@ -41,7 +42,7 @@ def random_transforms(batch_size: tf.Tensor, size: int, config: AugmentConfig) -
     shift_x = uniform(-config.shift_fraction, config.shift_fraction) * size
     shift_y = uniform(-config.shift_fraction, config.shift_fraction) * size
 
-    def flips(enabled: bool) -> tf.Tensor:
+    def flips(enabled: bool):
         return tf.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0) if enabled else tf.ones([batch_size])
 
     flip_x, flip_y = flips(config.horizontal_flip), flips(config.vertical_flip)
@@ -55,8 +56,10 @@ def random_transforms(batch_size: tf.Tensor, size: int, config: AugmentConfig) -
     return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
 
-def dynamic_augment(images: tf.Tensor, masks: tf.Tensor, config: AugmentConfig) -> tuple[tf.Tensor, tf.Tensor]:
-    """Apply one random geometric transform per sample, identically to image and mask."""
+def dynamic_augment(images, masks, config: AugmentConfig):
+    """Apply one random geometric transform per sample, identically to image and mask (tf tensors)."""
+    import tensorflow as tf
+
     size = images.shape[1]
     stacked = tf.concat([images, masks], axis=-1)
     warped = tf.raw_ops.ImageProjectiveTransformV3(

@@ -17,7 +17,31 @@ import yaml
 from preprocessing.augment import AugmentConfig
 from preprocessing.errors import FundusSegError
 from preprocessing.transform import PreprocessConfig
-from training_job.unet import UNetConfig
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    depth: int = 6
+    width: int = 40
+    increment_ratio: float = 1.1
+    batchnorm: bool = True
+    upsampling: bool = False
+    """False: transposed convolution (the paper's choice, TPU-friendly); True: bilinear up-sampling + 1x1 conv."""
+    dropout: float = 0.0
+    input_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.depth < 0 or self.width < 1 or self.increment_ratio <= 0 or not 0 <= self.dropout < 1:
+            raise ValueError(f"invalid U-Net configuration: {self}")
+        if self.input_size % (2**self.depth):
+            raise ValueError(f"input size {self.input_size} is not divisible by 2**depth = {2**self.depth}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.depth}/{self.width}/{self.increment_ratio:g}"
+
+    def width_at(self, level: int) -> int:
+        return max(1, int(round(self.width * self.increment_ratio**level)))
 
 
 @dataclass(frozen=True)
