@@ -20,7 +20,7 @@ KERAS_FILE = "model.keras"
 
 def inference_copy(model: keras.Model) -> keras.Model:
     """The same weights without the optimizer: a version holds what serving needs (half the bytes)."""
-    copy = keras.models.clone_model(model)
+    copy = keras.Model.from_config(model.get_config())  # architecture only: not compiled
     copy.set_weights(model.get_weights())
     return copy
 
