@@ -46,7 +46,7 @@ def test_serve_segment_and_ctrl_c(tmp_path, publish_version, drishti):
                 assert cv2.imread(line["mask"], cv2.IMREAD_GRAYSCALE).shape == overlay.shape[:2]
     finally:
         serve.send_signal(signal.SIGINT)  # what Ctrl-C does
-        output, _ = serve.communicate(timeout=60)
+        output, _ = serve.communicate(timeout=120)  # generous: a loaded 2-core CI machine
     assert serve.returncode == 0, output
     assert "stopping" in output
     assert http_status(f"{url}/") is None and http_status(f"http://127.0.0.1:{ports[3]}/healthz") is None
