@@ -1,14 +1,13 @@
 """Clients and helpers for predictor tests (imported by the test modules and conftest)."""
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from typing import Callable
 
 import grpc
 import numpy as np
+
+from tests.serving.serving_helpers import http
 
 SIZE = 8  # tiny spatial size for most tests; the contract test uses the real 128
 
@@ -39,17 +38,7 @@ def eventually(check: Callable[[], object], timeout: float = 15.0, interval: flo
 # -- clients ---------------------------------------------------------------------------------
 
 def rest(server, method: str, path: str, body: object | bytes | None = None) -> tuple[int, object]:
-    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}{path}", data=data, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
+    return http(f"http://127.0.0.1:{server.rest_port}{path}", body, method=method)
 
 
 def stubs(server):
