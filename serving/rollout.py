@@ -127,19 +127,20 @@ def started(state: RolloutState, version: int, percent: int, *, expected_stable:
     return dataclasses.replace(state, canary=version, canary_percent=percent)
 
 
-def promoted(state: RolloutState, version: int | None = None) -> RolloutState:
+def _require_canary(state: RolloutState, version: int | None, action: str) -> None:
     if state.canary is None:
-        raise RolloutError(f"no canary to promote ({state.describe()})")
+        raise RolloutError(f"no canary to {action} ({state.describe()})")
     if version is not None and version != state.canary:
         raise RolloutError(f"the canary is version {state.canary}, not {version}")
+
+
+def promoted(state: RolloutState, version: int | None = None) -> RolloutState:
+    _require_canary(state, version, "promote")
     return RolloutState(state.model_name, stable=state.canary)
 
 
 def rolled_back(state: RolloutState, version: int | None = None) -> RolloutState:
-    if state.canary is None:
-        raise RolloutError(f"no canary to roll back ({state.describe()})")
-    if version is not None and version != state.canary:
-        raise RolloutError(f"the canary is version {state.canary}, not {version}")
+    _require_canary(state, version, "roll back")
     return RolloutState(state.model_name, stable=state.stable)
 
 
