@@ -272,6 +272,20 @@ def _is_missing(exc: Exception) -> bool:
     return _error_code(exc) in ("404", "NoSuchKey", "NotFound")
 
 
+def _inside(root: Path, relative: str, key: str) -> Path:
+    """Where the object ``key`` lands under ``root``, refusing keys that would land anywhere else.
+
+    S3 keys are free-form: ``a/../../x``, ``a//etc/x`` (an absolute path once joined), ``a\\x``
+    or a NUL would write outside a download cache, so they are refused rather than guessed at.
+    """
+    parts = relative.split("/")
+    unsafe = [p for p in parts if p in ("", ".", "..") or "\\" in p or "\0" in p]
+    if unsafe or not (target := root.joinpath(*parts)).resolve().is_relative_to(root.resolve()):
+        raise StorageError(f"refusing to download {key!r}: its key is not a plain relative path under the prefix "
+                           "(empty, '.' or '..' segments, backslashes and NUL are not allowed)")
+    return target
+
+
 class S3Storage:
     """An S3-compatible bucket; "directories" are key prefixes ending in ``/``."""
 
@@ -357,12 +371,12 @@ class S3Storage:
         if not keys:
             raise FileNotFoundError(errno.ENOENT, "no objects under", uri)
         tmp = local_dir.with_name(f"{STAGING_PREFIX}{uuid.uuid4().hex}-{local_dir.name}")
+        targets = {k: _inside(tmp, k[len(prefix):], f"s3://{bucket}/{k}") for k in keys}  # all checked before any write
         client = self.client
 
         def download(k: str) -> None:
-            target = tmp / k[len(prefix):]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, k, str(target))
+            targets[k].parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, k, str(targets[k]))
 
         try:
             with ThreadPoolExecutor(UPLOAD_WORKERS) as pool:

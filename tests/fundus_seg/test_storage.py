@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -91,6 +92,31 @@ def test_file_uri(tmp_path: Path) -> None:
     storage.write_bytes(uri, b"hi")
     assert (tmp_path / "x" / "y.txt").read_bytes() == b"hi"
     assert storage.list_dir(f"file://{tmp_path}/x") == ["y.txt"]
+
+
+@pytest.mark.parametrize("name", ["../../escape.txt", "../sibling/x.txt", "ABSOLUTE", "a//b.txt", "./x.txt",
+                                  "a\\..\\..\\x.txt", "x\0y.txt"])
+def test_download_refuses_keys_that_leave_the_folder(s3_bucket: str, tmp_path: Path, name: str) -> None:
+    """S3 keys are free-form; one that would land outside the download folder stops the whole download."""
+    bucket, prefix = s3_bucket.removeprefix("s3://"), "datasets/evil"
+    if name == "ABSOLUTE":  # `prefix//<abs path>` joins to that absolute path
+        name = str(tmp_path / "outside" / "x.txt")
+    key = f"{prefix}/{name}"
+    client = storage.S3Storage().client
+    client.put_object(Bucket=bucket, Key=f"{prefix}/manifest.csv", Body=b"fine")
+    client.put_object(Bucket=bucket, Key=key, Body=b"escaped")  # raw: join() would tidy the slashes
+    cache = tmp_path / "cache" / "datasets"
+    with pytest.raises(storage.StorageError, match=re.escape(repr(f"s3://{bucket}/{key}"))):
+        storage.download_dir(f"s3://{bucket}/{prefix}", cache / "evil")
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []  # nothing written, inside or out
+
+
+def test_download_lands_inside_the_folder(s3_bucket: str, tmp_path: Path) -> None:
+    storage.write_bytes(storage.join(s3_bucket, "d", "a..b", "c.txt"), b"dots inside a name are fine")
+    target = storage.download_dir(storage.join(s3_bucket, "d"), tmp_path / "cache" / "d")
+    files = [p.resolve() for p in tmp_path.rglob("*") if p.is_file()]
+    assert files == [(target / "a..b" / "c.txt").resolve()]
+    assert all(f.is_relative_to(target.resolve()) for f in files)
 
 
 # --- model repository -------------------------------------------------------------------------

@@ -96,6 +96,18 @@ def test_missing_data_and_bad_manifests_fail_before_training(s3_bucket, tiny_dat
     assert storage.list_versions(repo, "optic-disc") == []
 
 
+def test_a_dataset_key_leaving_the_cache_is_refused(s3_bucket, tmp_path, capsys):
+    bucket = s3_bucket.removeprefix("s3://")
+    client = storage.S3Storage().client
+    client.put_object(Bucket=bucket, Key="datasets/evil/manifest.csv", Body=b"id,split,image,disc_mask\n")
+    client.put_object(Bucket=bucket, Key="datasets/evil/images/../../../planted.txt", Body=b"x")
+    cache = tmp_path / "cache"
+    err = one_error(capsys, "--data", f"{s3_bucket}/datasets/evil", "--model-repo", str(tmp_path / "models"),
+                    "--cache-dir", str(cache), "--accelerator", "cpu")
+    assert f"refusing to download 's3://{bucket}/datasets/evil/images/../../../planted.txt'" in err
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
 def test_unknown_base_version_gpu_and_run_id_fail_clearly(tiny_datasets, tmp_path, capsys):
     data, repo = str(tiny_datasets["drishti-gs1"]), tmp_path / "models"
     common = ["--data", data, "--model-repo", str(repo), "--accelerator", "cpu"]
