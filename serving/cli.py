@@ -75,7 +75,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from serving.stack import LocalStack, StackConfig
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops as cleanly as Ctrl-C
+    # Installed explicitly: a process started in the background inherits SIGINT *ignored*, and
+    # Python then keeps ignoring it. `kill` (SIGTERM) stops as cleanly as Ctrl-C.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
 
     config = StackConfig(model_repo=args.model_repo, model_name=args.model_name, host=args.host,
                          http_port=args.http_port, grpc_port=args.grpc_port,

@@ -171,14 +171,16 @@ class LocalStack:
                     return process.returncode
             time.sleep(0.5)
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM both (transformer first, so it drains before its predictor goes), then wait."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """Drain in order: SIGTERM the transformer and wait until it has exited (it finishes its
+        in-flight requests, which still need the predictor), then SIGTERM the predictor."""
+        deadline = time.monotonic() + timeout
         for name in ("transformer", "predictor"):
             process = self.processes.get(name)
-            if process is not None and process.poll() is None:
+            if process is None:
+                continue
+            if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for process in self.processes.values():
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
