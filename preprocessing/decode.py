@@ -2,7 +2,10 @@
 
 The header is read first (Pillow opens lazily), so absurd dimensions are refused before any
 pixel memory is allocated: a decompression bomb costs a few bytes of parsing, not gigabytes.
-EXIF orientation is applied so a phone-rotated JPEG segments the way a clinician sees it.
+The work of a decode is bounded too: a progressive JPEG decodes every scan over the whole image,
+so a 64 KB file of thousands of scans costs seconds of CPU; the scans are counted from the
+markers before decoding. EXIF orientation is applied so a phone-rotated JPEG segments the way a
+clinician sees it.
 """
 from __future__ import annotations
 
@@ -26,6 +29,13 @@ class DecodeLimits:
     max_pixels: int = 40_000_000  # e.g. 8000 x 5000
     max_side: int = 12_000
     min_side: int = 32
+    max_jpeg_scans: int = 64  # baseline JPEGs have 1, progressive ones ~10; libjpeg-turbo's tools stop at 500
+
+
+def jpeg_scans(data: bytes) -> int:
+    """Start-of-scan markers in a JPEG. Entropy-coded data stuffs every 0xFF with 0x00, so FF DA
+    occurs only as a marker (an EXIF thumbnail's own scans are counted too: a safe overcount)."""
+    return bytes(data).count(b"\xff\xda")
 
 
 def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
@@ -52,13 +62,22 @@ def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
         )
     if min(width, height) < limits.min_side:
         raise ImageDecodeError(f"image is {width}x{height}, smaller than {limits.min_side} px per side")
+    if image.format == "JPEG" and (scans := jpeg_scans(data)) > limits.max_jpeg_scans:
+        raise ImageDecodeError(f"JPEG has {scans} scans, more than the limit of {limits.max_jpeg_scans}; "
+                               "re-encode it as a baseline or ordinary progressive JPEG")
     return image
+
+
+def image_size(data: bytes, limits: DecodeLimits = DecodeLimits()) -> tuple[int, int]:
+    """(width, height) from the header alone, with every limit checked; nothing is decoded."""
+    return _open(data, limits).size
 
 
 def _load(image: Image.Image) -> Image.Image:
     try:
         image.load()
-        return ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # in place: no second full-size copy
+        return image
     except Exception as exc:  # truncated or corrupt pixel data
         raise ImageDecodeError(f"corrupt image data: {exc}") from None
 
@@ -86,7 +105,7 @@ def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarr
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image)
-    rgb = np.asarray(image.convert("RGB"))
+    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     return np.ascontiguousarray(rgb)
 
 
