@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from serving.transformer.config import MiB, TransformerConfig, TransformerConfigError
+from serving.transformer.config import HttpLimits, MiB, TransformerConfig, TransformerConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_images", type=int, default=defaults.max_images, help="images per request")
     parser.add_argument("--decode_threads", type=int, default=defaults.workers,
                         help="threads decoding, preparing and post-processing images")
+    parser.add_argument("--max_inflight_bytes", type=int, default=defaults.max_inflight_bytes,
+                        help="request bodies held at once, all connections together (default "
+                             f"{defaults.max_inflight_bytes // MiB} MiB); more get 503 + Retry-After")
+    parser.add_argument("--pixel_budget", type=int, default=defaults.pixel_budget,
+                        help="full-size pixels decoded or post-processed at once (default "
+                             f"{defaults.pixel_budget:,}); sizes the memory limit, see docs/SERVING.md")
+    parser.add_argument("--drain_s", type=float, default=defaults.drain_s,
+                        help="on SIGTERM, how long in-flight requests may take to finish")
+    http = HttpLimits()
+    parser.add_argument("--max_header_bytes", type=int, default=http.max_header_bytes,
+                        help="request line + headers; larger get 431")
+    parser.add_argument("--header_timeout_s", type=float, default=http.header_timeout_s,
+                        help="a request's headers must arrive within this (and no body pause may be longer)")
+    parser.add_argument("--body_timeout_s", type=float, default=http.body_timeout_s,
+                        help="a request's whole body must arrive within this")
+    parser.add_argument("--max_connections", type=int, default=http.max_connections,
+                        help="open HTTP connections; more get 503")
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default: all interfaces)")
     parser.add_argument("--http_port", type=int, default=8080)
     parser.add_argument("--grpc_port", type=int, default=8081)
@@ -44,7 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         config = TransformerConfig(model_name=args.model_name, predictor_host=args.predictor_host,
                                    predictor_api=args.predictor_api, predictor_timeout_s=args.predictor_timeout_s,
                                    rollout_file=args.rollout_file, max_request_bytes=args.max_request_bytes,
-                                   max_images=args.max_images, workers=args.decode_threads)
+                                   max_images=args.max_images, workers=args.decode_threads,
+                                   max_inflight_bytes=args.max_inflight_bytes, pixel_budget=args.pixel_budget,
+                                   drain_s=args.drain_s,
+                                   http=HttpLimits(max_header_bytes=args.max_header_bytes,
+                                                   header_timeout_s=args.header_timeout_s,
+                                                   body_timeout_s=args.body_timeout_s,
+                                                   max_connections=args.max_connections))
     except TransformerConfigError as exc:
         print(f"serving.transformer: error: {exc}", file=sys.stderr)
         return 2

@@ -3,7 +3,9 @@
 KServe calls preprocess -> predict -> postprocess (timing each stage in its own histograms):
 
 * preprocess: decode every image with limits and prepare it for the model with `preprocessing`,
-  the very code path training used, in a thread pool when there is more than one to do;
+  the very code path training used, always in the thread pool (never on the event loop, which
+  must keep answering probes and other callers), each image holding its share of the pixel
+  budget while its full-size arrays exist;
 * predict: ONE batched TF Serving Predict for all images of the request, to the version the
   caller named, else the rollout split's label, else the predictor's latest;
 * postprocess: the shared pipeline's `finish` (back to full resolution, threshold, largest
@@ -16,6 +18,7 @@ and their bytes are never logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +31,11 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotR
 from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest
 
+from preprocessing.decode import image_size
 from preprocessing.errors import ImageDecodeError
 from preprocessing.pipeline import Prepared, prepare
 from serving.transformer import metrics
+from serving.transformer.budget import Budget, BudgetExhausted
 from serving.transformer.codec import (RAW, V1, V2_GRPC, V2_REST, ImageBatch, Segmentation, decode_request,
                                        encode_response)
 from serving.transformer.config import TransformerConfig
@@ -72,10 +77,12 @@ class FundusTransformer(Model):
                                                      config.model_name, config.predictor_timeout_s)
         self.router = VersionRouter(config.rollout_file)
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="fundus-transformer")
+        self.pixels = Budget(config.pixel_budget, "pixel")
         self._health: tuple[float, bool] = (float("-inf"), False)
         self._health_lock: asyncio.Lock | None = None
         self._warned: set[str] = set()
-        self._in_flight = 0  # requests inside __call__ (one event loop: no lock needed)
+        self._stopped = False
+        self.draining = False  # set on SIGTERM: not ready any more, in-flight requests finish
         self.ready = True  # the transformer itself is up; healthy() says whether the predictor is
 
     def load(self) -> bool:
@@ -83,14 +90,20 @@ class FundusTransformer(Model):
         return True
 
     def stop(self) -> None:
-        self.ready = False
+        self.ready, self._stopped = False, True
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def live(self) -> bool:
+        """Liveness: this process can still answer requests (restarting it would help otherwise)."""
+        return self.ready and not self._stopped and not self._pool._shutdown
 
     # -- readiness -------------------------------------------------------------------------------
 
     async def healthy(self) -> bool:
         """Ready only while the predictor has a model version AVAILABLE (checked at most every
-        `ready_cache_s`, because KServe asks on every request)."""
+        `ready_cache_s`, because KServe asks on every request), and not while draining."""
+        if self.draining or self._stopped:
+            return False
         if time.monotonic() - self._health[0] < self.config.ready_cache_s:
             return self._health[1]
         if self._health_lock is None:
@@ -109,7 +122,6 @@ class FundusTransformer(Model):
                        verb: InferenceVerb = InferenceVerb.PREDICT):
         protocol = _protocol(body)
         started, outcome = time.perf_counter(), "ok"
-        self._in_flight += 1
         try:
             return await super().__call__(body, headers, verb)
         except InvalidInput:
@@ -125,7 +137,6 @@ class FundusTransformer(Model):
             outcome = "error"
             raise
         finally:
-            self._in_flight -= 1
             metrics.REQUESTS.labels(protocol, outcome).inc()
             metrics.LATENCY.labels(protocol).observe(time.perf_counter() - started)
 
@@ -134,25 +145,37 @@ class FundusTransformer(Model):
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Work:
         started = time.perf_counter()
-        batch = decode_request(payload, self.config.max_images, (headers or {}).get(VERSION_HEADER) or None)
-        done = await self._map(self._prepare, list(enumerate(batch.images)))
+        version = (headers or {}).get(VERSION_HEADER) or None
+        # base64 of up to max_request_bytes decodes off the event loop too
+        batch = await asyncio.get_running_loop().run_in_executor(
+            None, decode_request, payload, self.config.max_images, version)
+        done = await asyncio.gather(*(self._prepare(i, data) for i, data in enumerate(batch.images)))
         batch.images = []  # the bytes are no longer needed; drop them early
         metrics.STAGES.labels("decode_preprocess").observe(time.perf_counter() - started)
         return Work(batch, [p for p, _ in done], [ms for _, ms in done], started)
 
-    async def _map(self, function, arguments: list[tuple]) -> list:
-        """`function` over `arguments`: in the thread pool, in parallel (decoding, OpenCV and NumPy
-        release the GIL), unless this is the only request in flight with a single image. Then
-        it runs right here: a thread handoff costs more than it buys when nothing else is waiting."""
-        if self._in_flight <= 1 and len(arguments) == 1:
-            return [function(*arguments[0])]
-        loop = asyncio.get_running_loop()
-        return await asyncio.gather(*(loop.run_in_executor(self._pool, function, *args) for args in arguments))
+    async def _in_pool(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
 
-    def _prepare(self, index: int, data: bytes) -> tuple[Prepared, float]:
+    @contextlib.asynccontextmanager
+    async def _pixels(self, count: int):
+        """Hold `count` full-size pixels of the budget; a budget that stays full is a 503 (retry)."""
+        try:
+            taken = await self.pixels.take(count, self.config.budget_wait_s)
+        except BudgetExhausted as exc:
+            raise ModelNotReady(self.name, f"{exc}; retry shortly") from None
+        try:
+            yield
+        finally:
+            self.pixels.give(taken)
+
+    async def _prepare(self, index: int, data: bytes) -> tuple[Prepared, float]:
+        """Header (limits first) in the pool, the pixels from the budget, then decode in the pool."""
         started = time.perf_counter()
         try:
-            prepared = prepare(data, self.config.preprocess, self.config.decode_limits)
+            width, height = await self._in_pool(image_size, data, self.config.decode_limits)
+            async with self._pixels(width * height):
+                prepared = await self._in_pool(prepare, data, self.config.preprocess, self.config.decode_limits)
         except ImageDecodeError as exc:
             raise InvalidInput(f"image {index}: {exc}") from None
         return prepared, _ms(started)
@@ -200,7 +223,10 @@ class FundusTransformer(Model):
         probability = work.result.probability
         if probability.shape[0] != len(work.prepared):
             raise InferenceError(f"predictor returned {probability.shape[0]} maps for {len(work.prepared)} images")
-        results = await self._map(self._finish, [(probability[i], p.box) for i, p in enumerate(work.prepared)])
+        if not np.isfinite(probability).all():
+            raise InferenceError(f"model version {work.result.version} returned non-finite probabilities: "
+                                 "it cannot serve")
+        results = await asyncio.gather(*(self._finish(probability[i], p.box) for i, p in enumerate(work.prepared)))
         total = _ms(work.started)
         for result, prepare_ms in zip(results, work.prepare_ms):
             result.timings_ms = {"decode_preprocess": round(prepare_ms, 2), "predict": round(work.predict_ms, 2),
@@ -210,9 +236,10 @@ class FundusTransformer(Model):
         metrics.STAGES.labels("postprocess").observe(time.perf_counter() - started)
         return encode_response(work.batch, results, self.name, version)
 
-    def _finish(self, probability: np.ndarray, box) -> Segmentation:
+    async def _finish(self, probability: np.ndarray, box) -> Segmentation:
         started = time.perf_counter()
-        png, disc = segment_probability(probability, box, self.config.threshold)
+        async with self._pixels(box.width * box.height):
+            png, disc = await self._in_pool(segment_probability, probability, box, self.config.threshold)
         return Segmentation(png, disc, {"postprocess": round(_ms(started), 2)})
 
 

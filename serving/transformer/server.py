@@ -1,96 +1,359 @@
-"""Runs the transformer in KServe's ModelServer, with the few things KServe lacks for our service.
+"""The transformer's two servers: KServe's routes and data plane, behind limits KServe lacks.
 
-* request size limit on REST (KServe has none; gRPC uses its receive-message limit), and a clear
-  400 for OIP's binary tensor extension, which KServe mangles for binary BYTES;
-* readiness: KServe's server-ready endpoints (``/v2/health/ready``, gRPC ServerReady) answer
-  True whenever the process is up; here they follow the model's `healthy()`, i.e. the predictor
-  has a version loaded, like ``GET /v1/models/<name>`` does;
-* TF Serving's version routes on the transformer (``/v1/models/<m>/versions/<v>:predict``,
-  ``/labels/<l>:predict``) and OIP's ``/v2/models/<m>/versions/<v>/infer``, which KServe 0.21
-  answers with 501;
-* binding to a chosen address: KServe always binds all interfaces, but the one-machine default
-  must stay on 127.0.0.1.
+KServe's `ModelServer` serves more than a public port should and cannot be hardened from outside:
+its model-repository extension lets any caller unload the model (`POST /v2/repository/models/
+<m>/unload`, gRPC `RepositoryModelUnload`), its readiness is always True, its v1 parser takes
+`application/json; charset=utf-8` for an image, it has no header limits or timeouts, and on
+SIGTERM it unloads the model before requests have drained. So the routes here are KServe's (v1,
+Open Inference Protocol v2 over REST and gRPC, health, metadata, metrics) minus the repository
+extension, the handlers call KServe's `DataPlane` and our KServe `Model`, and the servers
+(uvicorn, grpc.aio) are configured, and stopped in order, here:
 
-`kserve.model_server` parses ``sys.argv`` when imported, so this module is only imported by the
-transformer's own process (``python -m serving.transformer``).
+* HTTP: header size (431), header and body deadlines (408), a connection cap (503), request size
+  (413, chunked bodies included), a budget for request bodies held at once (503 + Retry-After),
+  and JSON refused before parsing when its structure is larger than `max_images` can need;
+* gRPC: the same message size, a metadata size limit, a cap on concurrent calls, the same image
+  count checked on the protobuf before anything is converted;
+* SIGTERM/SIGINT: readiness turns false, both servers stop accepting, in-flight requests finish
+  (up to `drain_s`), then the model's pool and predictor connection close.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from concurrent import futures
+import signal
+from typing import Any
 
-import kserve.model_server as kserve_server
+import grpc
+import orjson
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, ORJSONResponse
-from grpc import aio
+from fastapi.responses import JSONResponse
+from kserve import errors as kserve_errors
 from kserve.errors import InvalidInput, ModelNotReady
+from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
-from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest
-from kserve.protocol.rest.server import RESTServer
+from kserve.protocol.rest.server import metrics_handler
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.transformer.budget import Budget
+from serving.transformer.codec import json_structure_fits, parse_version
 from serving.transformer.config import TransformerConfig
+from serving.transformer.http_guard import guarded_protocol
 from serving.transformer.model import VERSION_HEADER, FundusTransformer
 
 log = logging.getLogger(__name__)
 
-
+SERVER_NAME = "fundus-seg-transformer"
 DRAIN_LIMIT = 1024 * 1024 * 1024
-"""Oversized bodies up to this size are read and discarded before the 413; larger ones are cut off."""
+"""Oversized bodies up to this size are read and dropped before the 413 (a client that is cut off
+mid-upload sees a reset, not the answer); larger ones are cut off."""
+OFFLOAD_BYTES = 256 * 1024
+"""JSON bodies larger than this are parsed in a worker thread, so the event loop never waits on them."""
+
+
+class ORJSONResponse(JSONResponse):
+    """JSON rendered by orjson (FastAPI's own ORJSONResponse is deprecated)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class RequestTooLarge(Exception):
     def __init__(self, limit: int) -> None:
-        super().__init__(f"request body is larger than the limit of {limit} bytes")
+        super().__init__(f"request body is larger than the limit of {limit} bytes; send fewer or smaller images")
+
+
+class BodyTimeout(Exception):
+    def __init__(self, total_s: float, idle_s: float) -> None:
+        super().__init__(f"request body not received in time (all of it within {total_s:g}s, "
+                         f"no pause over {idle_s:g}s)")
+
+
+# -- ASGI: limits on what a request may cost before it reaches a route -------------------------------
 
 
 class RequestLimits:
-    """ASGI middleware: refuse oversized bodies before they are read, and OIP binary bodies."""
+    """Outermost ASGI layer: size, deadlines and the shared body budget, for every HTTP request.
 
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    The budget is drawn as bytes arrive, not from Content-Length: a client must really send
+    what it holds, and a full budget answers 503 + Retry-After instead of growing memory."""
+
+    def __init__(self, app, config: TransformerConfig) -> None:
+        self.app, self.config = app, config
+        self.bodies = Budget(config.max_inflight_bytes, "request-body")
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit, limits = self.config.max_request_bytes, self.config.http
         headers = dict(scope.get("headers") or [])
+        if b"inference-header-content-length" in headers:
+            return await reject(send, 400, "the binary tensor data extension is not supported: send the images "
+                                           "as base64 strings in the BYTES input's data, or use gRPC")
         length = headers.get(b"content-length")
         if length is not None:
-            if not length.isdigit():
-                return await _reject(send, 400, "invalid Content-Length header")
-            if int(length) > self.max_bytes:
-                if int(length) <= DRAIN_LIMIT:  # read and drop it, so the client sees the 413, not a reset
-                    while (await receive()).get("more_body"):
-                        pass
-                return await _reject(send, 413, f"request body is {int(length)} bytes, more than the limit of "
-                                                f"{self.max_bytes} bytes; send fewer or smaller images")
-        if b"inference-header-content-length" in headers:
-            return await _reject(send, 400, "the binary tensor data extension is not supported: send the "
-                                             "images as base64 strings in the BYTES input's data, or use gRPC")
-        received = 0
+            if not (length.isdigit() and len(length) <= 20):
+                return await reject(send, 400, "invalid Content-Length header")
+            if int(length) > limit:
+                if int(length) <= DRAIN_LIMIT:  # read and drop it (deadlines apply), so the client sees the 413
+                    await drain(receive, limits.header_timeout_s, limits.body_timeout_s)
+                return await reject(send, 413, f"request body is {int(length)} bytes, more than the limit of "
+                                               f"{limit} bytes; send fewer or smaller images")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.body_timeout_s
+        received, body_done = 0, False
 
         async def limited_receive():
-            nonlocal received
-            message = await receive()
+            """The body as it arrives: at most `limit` bytes, none of them later than the deadlines
+            (no byte for `header_timeout_s`, or not all within `body_timeout_s`), every byte
+            counted against the shared budget while the request lives."""
+            nonlocal received, body_done
+            if body_done:  # after the body only http.disconnect remains: no deadline on that
+                return await receive()
+            wait = min(limits.header_timeout_s, deadline - loop.time())
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(wait, 0.001))
+            except asyncio.TimeoutError:
+                raise BodyTimeout(limits.body_timeout_s, limits.header_timeout_s) from None
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:  # chunked upload without Content-Length
-                    raise RequestTooLarge(self.max_bytes)
+                chunk = len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
+                if received + chunk > limit:  # a chunked upload without Content-Length
+                    raise RequestTooLarge(limit)
+                if chunk and not self.bodies.try_take(chunk):
+                    raise BodyBudgetFull()
+                received += chunk
             return message
 
-        await self.app(scope, limited_receive, send)
+        try:
+            await self.app(scope, limited_receive, send)
+        finally:
+            if received:
+                self.bodies.give(received)
 
 
-async def _reject(send, status: int, message: str) -> None:
-    response = JSONResponse({"error": message}, status_code=status)
-    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
-    await send({"type": "http.response.body", "body": response.body})
+class BodyBudgetFull(Exception):
+    def __init__(self) -> None:
+        super().__init__("the service is busy with other large requests; retry shortly")
+
+
+async def drain(receive, idle_s: float, total_s: float) -> None:
+    """Read a request body to its end and drop it; gives up silently at either deadline."""
+    try:
+        async with asyncio.timeout(total_s):
+            while True:
+                message = await asyncio.wait_for(receive(), idle_s)
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    return
+    except TimeoutError:
+        return
+
+
+async def reject(send, status: int, message: str, retry_after: int | None = None) -> None:
+    """Answer before (or instead of) reading the body; the connection closes, so nothing half-read lingers."""
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    body = orjson.dumps({"error": message})
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- REST routes -----------------------------------------------------------------------------------
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def v1_payload(body: bytes, content_type: str | None, max_images: int) -> dict | bytes:
+    """A v1 body as KServe's data plane takes it: the JSON document, or the raw image bytes.
+
+    JSON is `application/json` with any parameters (charset) or any `+json` type; an image is
+    `image/*` or `application/octet-stream`; without a Content-Type the body's first byte decides.
+    """
+    media = media_type(content_type)
+    if not media:
+        media = "application/json" if body.lstrip()[:1] in (b"{", b"[") else "application/octet-stream"
+    if media.startswith("image/") or media == "application/octet-stream":
+        return body
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(media)
+    if not json_structure_fits(body, max_images):
+        raise InvalidInput(f"the request holds more JSON structure than {max_images} images can need; "
+                           "send at most that many instances, without nesting")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"Unrecognized request format: not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise InvalidInput(f'Unrecognized request format: expected a JSON object with "instances", '
+                           f"got a JSON {type(document).__name__}")
+    return document
+
+
+def v2_payload(body: bytes, model_name: str, max_images: int) -> InferRequest:
+    if not json_structure_fits(body, max_images):
+        raise InvalidInput(f"the request holds more JSON structure than {max_images} images can need")
+    try:
+        parsed = InferenceRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise InvalidInput(f"not an inference request: {_problems(exc.errors())}") from None
+    return InferRequest.from_inference_request(parsed, model_name)
+
+
+class UnsupportedMediaType(Exception):
+    def __init__(self, media: str) -> None:
+        super().__init__(f"Content-Type {media[:64]!r} is not accepted: send application/json (v1 instances) "
+                         "or the image itself as image/jpeg, image/png or application/octet-stream")
+
+
+def _problems(errors: list[dict]) -> str:
+    return "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in errors[:5])
+
+
+def build_app(dataplane: DataPlane, model: FundusTransformer, config: TransformerConfig) -> FastAPI:
+    """The REST app: exactly these routes, nothing a caller could use to change the service."""
+    app = FastAPI(title=SERVER_NAME, docs_url=None, redoc_url=None, openapi_url=None,
+                  default_response_class=ORJSONResponse)
+    max_images = config.max_images
+
+    async def parse(function, *args):
+        body = args[0]
+        if len(body) > OFFLOAD_BYTES:
+            return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+        return function(*args)
+
+    async def ready_model(model_name: str) -> None:
+        if not await dataplane.model_ready(model_name, True):
+            raise ModelNotReady(model_name)
+
+    async def v1(model_name: str, request: Request, version: str | None) -> ORJSONResponse:
+        await ready_model(model_name)
+        headers = dict(request.headers)
+        if version is not None:
+            headers[VERSION_HEADER] = parse_version(version) or ""
+        payload = await parse(v1_payload, await request.body(), request.headers.get("content-type"), max_images)
+        response, _ = await dataplane.infer(model_name=model_name, request=payload, headers=headers)
+        return ORJSONResponse(response)
+
+    async def v1_predict(model_name: str, request: Request) -> ORJSONResponse:
+        return await v1(model_name, request, None)
+
+    async def v1_predict_version(model_name: str, version: str, request: Request) -> ORJSONResponse:
+        return await v1(model_name, request, version)
+
+    async def v2(model_name: str, request: Request, version: str | None) -> ORJSONResponse:
+        await ready_model(model_name)
+        headers = dict(request.headers)
+        infer_request = await parse(v2_payload, await request.body(), model_name, max_images)
+        if version is not None:
+            infer_request.model_version = parse_version(version)
+        response, _ = await dataplane.infer(model_name=model_name, request=infer_request, headers=headers)
+        body, _ = response.to_rest()
+        return ORJSONResponse(body)
+
+    async def v2_infer(model_name: str, request: Request) -> ORJSONResponse:
+        return await v2(model_name, request, None)
+
+    async def v2_infer_version(model_name: str, version: str, request: Request) -> ORJSONResponse:
+        return await v2(model_name, request, version)
+
+    async def live() -> JSONResponse:
+        alive = model.live()
+        return JSONResponse({"status": "alive" if alive else "not alive"}, status_code=200 if alive else 503)
+
+    async def v2_live() -> JSONResponse:
+        alive = model.live()
+        return JSONResponse({"live": alive}, status_code=200 if alive else 503)
+
+    async def v2_ready() -> JSONResponse:
+        ready = await dataplane.ready()
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    async def model_ready(model_name: str) -> dict:
+        await ready_model(model_name)
+        return {"name": model_name, "ready": True}
+
+    async def models() -> dict:
+        return {"models": list(dataplane.model_registry.get_models())}
+
+    async def server_metadata() -> dict:
+        return {"name": SERVER_NAME, "version": _version(), "extensions": []}
+
+    async def model_metadata(model_name: str) -> dict:
+        return await dataplane.model_metadata(model_name)
+
+    routes: list[tuple[str, Any, str]] = [
+        ("/", live, "GET"),
+        ("/metrics", metrics_handler, "GET"),
+        ("/v1/models", models, "GET"),
+        ("/v1/models/{model_name}", model_ready, "GET"),
+        ("/v1/models/{model_name}:predict", v1_predict, "POST"),
+        ("/v1/models/{model_name}/versions/{version}:predict", v1_predict_version, "POST"),
+        ("/v1/models/{model_name}/labels/{version}:predict", v1_predict_version, "POST"),
+        ("/v2", server_metadata, "GET"),
+        ("/v2/health/live", v2_live, "GET"),
+        ("/v2/health/ready", v2_ready, "GET"),
+        ("/v2/models", models, "GET"),
+        ("/v2/models/{model_name}", model_metadata, "GET"),
+        ("/v2/models/{model_name}/ready", model_ready, "GET"),
+        ("/v2/models/{model_name}/infer", v2_infer, "POST"),
+        ("/v2/models/{model_name}/versions/{version}/infer", v2_infer_version, "POST"),
+    ]
+    for path, endpoint, method in routes:
+        app.add_api_route(path, endpoint, methods=[method], response_model=None)
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def status(code: int, headers: dict | None = None):
+        async def handler(_, exc: Exception) -> JSONResponse:
+            return JSONResponse({"error": str(exc)}, status_code=code, headers=headers)
+        return handler
+
+    app.add_exception_handler(RequestTooLarge, status(413, {"connection": "close"}))
+    app.add_exception_handler(BodyTimeout, status(408, {"connection": "close"}))
+    app.add_exception_handler(BodyBudgetFull, status(503, {"connection": "close", "retry-after": "1"}))
+    app.add_exception_handler(UnsupportedMediaType, status(415))
+
+    async def invalid_body(_, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default 422 echoes the offending input, which may be an image: say where, not what.
+        return JSONResponse({"error": f"not an inference request: {_problems(exc.errors())}"}, status_code=400)
+
+    async def http_error(_, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(RequestValidationError, invalid_body)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(kserve_errors.InvalidInput, kserve_errors.invalid_input_handler)
+    app.add_exception_handler(kserve_errors.InferenceError, kserve_errors.inference_error_handler)
+    app.add_exception_handler(kserve_errors.ModelNotFound, kserve_errors.model_not_found_handler)
+    app.add_exception_handler(kserve_errors.ModelNotReady, kserve_errors.model_not_ready_handler)
+    app.add_exception_handler(NotImplementedError, kserve_errors.not_implemented_error_handler)
+    app.add_exception_handler(kserve_errors.ServerNotReady, kserve_errors.server_not_ready_handler)
+    app.add_exception_handler(Exception, kserve_errors.generic_exception_handler)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fundus-seg")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 class ReadyDataPlane(DataPlane):
@@ -101,89 +364,124 @@ class ReadyDataPlane(DataPlane):
         return bool(models) and all([await model.healthy() for model in models])
 
 
-def add_routes(app: FastAPI, dataplane: DataPlane, max_request_bytes: int) -> None:
-    """Our additions to KServe's FastAPI app; added before KServe's own, so they match first."""
-    app.add_middleware(RequestLimits, max_bytes=max_request_bytes)
-
-    async def too_large(_, exc: RequestTooLarge) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=413)
-
-    app.add_exception_handler(RequestTooLarge, too_large)
-
-    async def invalid_body(_, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's default 422 echoes the offending input, which may be an image: say where, not what.
-        return JSONResponse({"error": f"not an inference request: {_problems(exc.errors())}"}, status_code=400)
-
-    app.add_exception_handler(RequestValidationError, invalid_body)
-
-    async def v1_predict(model_name: str, version: str, request: Request) -> ORJSONResponse:
-        if not await dataplane.model_ready(model_name, True):
-            raise ModelNotReady(model_name)
-        headers = {**request.headers, VERSION_HEADER: version}
-        payload, _ = dataplane.decode(body=await request.body(), headers=headers)
-        response, _ = await dataplane.infer(model_name=model_name, request=payload, headers=headers)
-        return ORJSONResponse(response)
-
-    async def v2_infer(model_name: str, version: str, request: Request) -> ORJSONResponse:
-        if not await dataplane.model_ready(model_name, True):
-            raise ModelNotReady(model_name)
-        try:
-            parsed = InferenceRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise InvalidInput(f"not an inference request: {_problems(exc.errors())}") from None
-        infer_request = InferRequest.from_inference_request(parsed, model_name)
-        infer_request.model_version = version
-        response, _ = await dataplane.infer(model_name=model_name, request=infer_request, headers=dict(request.headers))
-        body, _ = response.to_rest()
-        return ORJSONResponse(body)
-
-    for kind in ("versions", "labels"):
-        app.add_api_route(f"/v1/models/{{model_name}}/{kind}/{{version}}:predict", v1_predict, methods=["POST"],
-                          response_model=None)
-    app.add_api_route("/v2/models/{model_name}/versions/{version}/infer", v2_infer, methods=["POST"],
-                      response_model=None)
+# -- gRPC ------------------------------------------------------------------------------------------
 
 
-def _problems(errors: list[dict]) -> str:
-    return "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in errors[:5])
+class TransformerServicer(InferenceServicer):
+    """KServe's OIP v2 servicer, minus the model-repository RPCs, with limits checked on the protobuf."""
+
+    def __init__(self, dataplane: DataPlane, model: FundusTransformer, config: TransformerConfig) -> None:
+        super().__init__(dataplane, None)
+        self._model, self._config = model, config
+
+    async def RepositoryModelLoad(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "model repository operations are not served")
+
+    async def RepositoryModelUnload(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "model repository operations are not served")
+
+    async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self._model.live())
+
+    async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=_version(), extensions=[])
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+        # Counted on the message itself: KServe's conversion would otherwise build every element first.
+        max_images = self._config.max_images
+        elements = sum(len(i.contents.bytes_contents) for i in request.inputs) + len(request.raw_input_contents)
+        if len(request.inputs) > 1 or elements > max_images:
+            raise InvalidInput(f"the request holds {elements} images in {len(request.inputs)} inputs; send one "
+                               f"BYTES input of at most {max_images} images")
+        parse_version(request.model_version)
+        return await super().ModelInfer(request, context)
 
 
-def _bound_servers(host: str) -> tuple[type, type]:
-    """KServe's REST and gRPC servers, listening on `host` instead of all interfaces."""
+# -- the process -----------------------------------------------------------------------------------
 
-    class BoundRESTServer(RESTServer):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.config.host = host
 
-    class BoundGRPCServer(GRPCServer):
-        async def start(self, max_workers: int) -> None:  # GRPCServer.start with our address
-            servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
-            self._server = aio.server(
-                futures.ThreadPoolExecutor(max_workers=max_workers),
-                interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
-                options=[("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
-                         ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length"))])
-            grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
-            address = f"[{host}]:{self._port}" if ":" in host else f"{host}:{self._port}"
-            self._server.add_insecure_port(address)
-            log.info("Starting gRPC server on %s", address)
-            await self._server.start()
-            await self._server.wait_for_termination()
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: this module decides how the process stops."""
 
-    return BoundRESTServer, BoundGRPCServer
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+class TransformerServer:
+    def __init__(self, config: TransformerConfig, http_port: int = 8080, grpc_port: int = 8081,
+                 host: str = "0.0.0.0") -> None:
+        self.config, self.http_port, self.grpc_port, self.host = config, http_port, grpc_port, host
+        self.model = FundusTransformer(config)
+        registry = ModelRepository()
+        registry.update(self.model)
+        self.dataplane = ReadyDataPlane(model_registry=registry)
+        self._stop: asyncio.Event | None = None
+
+    def _http_server(self) -> _Uvicorn:
+        limits = self.config.http
+        app = RequestLimits(build_app(self.dataplane, self.model, self.config), self.config)
+        return _Uvicorn(uvicorn.Config(
+            app, host=self.host, port=self.http_port, http=guarded_protocol(limits), lifespan="off",
+            log_config=None, access_log=False, timeout_keep_alive=limits.keep_alive_s,
+            timeout_graceful_shutdown=int(self.config.drain_s), limit_concurrency=limits.max_connections,
+            server_header=False))
+
+    def _grpc_server(self) -> grpc.aio.Server:
+        config = self.config
+        server = grpc.aio.server(
+            interceptors=(ExceptionToStatusInterceptor(),),
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            options=[("grpc.max_receive_message_length", config.max_request_bytes),
+                     ("grpc.max_send_message_length", config.max_request_bytes),
+                     ("grpc.max_metadata_size", config.http.max_header_bytes),
+                     ("grpc.max_concurrent_streams", 32),
+                     ("grpc.max_connection_idle_ms", config.http.keep_alive_s * 1000 * 4),
+                     ("grpc.max_connection_age_ms", 10 * 60 * 1000),
+                     ("grpc.max_connection_age_grace_ms", int(config.drain_s * 1000)),
+                     ("grpc.http2.max_pings_without_data", 2),
+                     ("grpc.so_reuseport", 0)])
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            TransformerServicer(self.dataplane, self.model, config), server)
+        address = f"[{self.host}]:{self.grpc_port}" if ":" in self.host else f"{self.host}:{self.grpc_port}"
+        server.add_insecure_port(address)
+        return server
+
+    def request_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    async def serve(self) -> None:
+        """Serve until SIGTERM/SIGINT, then drain: not ready, stop accepting, finish, close."""
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        http, rpc = self._http_server(), self._grpc_server()
+        await rpc.start()
+        http_task = asyncio.create_task(http.serve())
+        stop_task = asyncio.create_task(self._stop.wait())
+        log.info("Transformer for model %s -> predictor %s (%s): REST %s:%d, gRPC %s:%d", self.config.model_name,
+                 self.config.predictor_host, self.config.predictor_api, self.host, self.http_port, self.host,
+                 self.grpc_port)
+        await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        failed = http_task.done() and not self._stop.is_set()
+        log.info("Stopping: readiness off, draining in-flight requests (up to %gs)", self.config.drain_s)
+        self.model.draining = True
+        http.should_exit = True
+        await asyncio.gather(rpc.stop(self.config.drain_s), http_task, return_exceptions=True)
+        stop_task.cancel()
+        self.model.stop()
+        await self.model.predictor.close()
+        log.info("Transformer stopped")
+        if failed:
+            http_task.result()  # re-raise why the REST server ended on its own
+            raise RuntimeError("the REST server stopped unexpectedly")
 
 
 def serve(config: TransformerConfig, http_port: int = 8080, grpc_port: int = 8081, host: str = "0.0.0.0") -> None:
-    """Serve until SIGINT/SIGTERM (KServe handles the signals and drains both servers)."""
-    if host not in ("0.0.0.0", "::"):
-        kserve_server.RESTServer, kserve_server.GRPCServer = _bound_servers(host)
-    kserve_server.args.grpc_max_receive_message_length = config.max_request_bytes
-    server = kserve_server.ModelServer(http_port=http_port, grpc_port=grpc_port, workers=1,
-                                       enable_docs_url=False, grace_period=10)
-    server.dataplane = ReadyDataPlane(model_registry=server.registered_models)
-    add_routes(kserve_server.app, server.dataplane, config.max_request_bytes)
-    model = FundusTransformer(config)
-    log.info("Transformer for model %s -> predictor %s (%s)%s", config.model_name, config.predictor_host,
-             config.predictor_api, f", rollout split from {config.rollout_file}" if config.rollout_file else "")
-    server.start([model])
+    """Run the transformer in this process until SIGTERM/SIGINT."""
+    from kserve.logging import configure_logging
+
+    configure_logging()
+    asyncio.run(TransformerServer(config, http_port, grpc_port, host).serve())
