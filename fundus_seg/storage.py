@@ -145,8 +145,19 @@ class Storage(Protocol):
     def delete_prefix(self, uri: str) -> None: ...
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable: without it a crash can forget the new directory entry."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic_copy(source: Path | bytes, target: Path) -> None:
-    """Write a file so readers see the old content or the whole new one, never a part."""
+    """Write a file so readers see the old content or the whole new one, never a part -- also after a
+    crash: the data is fsynced before the rename and the directory after it, so a file written
+    later (a checkpoint's state.json) never survives a crash that this one did not."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{STAGING_PREFIX}{uuid.uuid4().hex}-{target.name}")
     try:
@@ -157,7 +168,10 @@ def _atomic_copy(source: Path | bytes, target: Path) -> None:
                 os.fsync(handle.fileno())
         else:
             shutil.copyfile(source, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
+        _fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -4,24 +4,31 @@ Layout under `<checkpoint_dir>/<run_id>/`:
 
     epoch-0003.weights.h5   model weights and optimizer state (Keras `save_weights` includes the
                             optimizer's slots and step count, so the learning-rate schedule goes on)
+    epoch-0002.weights.h5   the previous checkpoint's, kept until the next one is complete
     state.json              {"epoch": 3, "weights": "epoch-0003.weights.h5", "config": {...},
-                             "training_seconds": 41.2, "base_version": 1, "saved_at": ...}
+                             "training_seconds": 41.2, "base_version": 1, "saved_at": ...,
+                             "previous": {"epoch": 2, "weights": "epoch-0002.weights.h5", ...}}
 
-`state.json` is written last, in one atomic write (one PUT, or os.replace locally), and names
-its weights file, so a reader sees the previous complete checkpoint or the new one, never a mix;
-the previous weights file is deleted afterwards. Only complete epochs are saved: a process
-stopped mid-epoch resumes at the start of that epoch. The run's description (`config`) is saved
-too, and a checkpoint made with different settings is refused instead of silently mixed in.
+The weights are written first and made durable (locally: fsync of the file and its folder), then
+`state.json` in one atomic write (one PUT, or os.replace locally) names them: the commit point. A
+reader sees the previous complete checkpoint or the new one, never a mix; weights files neither
+checkpoint names are deleted afterwards. Should the newest weights still not load on resume (a
+crash on a store that lost them), the run resumes from `previous` instead of failing on every
+restart. `weights` must be a plain file name: a `state.json` naming a path anywhere else is
+refused. Only complete epochs are saved: a process stopped mid-epoch resumes at the start of
+that epoch. The run's description (`config`) is saved too, and a checkpoint made with different
+settings is refused instead of silently mixed in.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import re
 import signal
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,8 @@ from preprocessing.errors import FundusSegError
 log = logging.getLogger(__name__)
 
 STATE = "state.json"
+WEIGHTS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.weights\.h5")
+"""What `weights` may be: a file name in the run's folder (what Keras `save_weights` accepts), never a path."""
 
 
 class CheckpointError(FundusSegError):
@@ -45,7 +54,7 @@ class Interrupted(FundusSegError):
     exit_code = 143  # 128 + SIGTERM, what Kubernetes expects from a terminated container
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class CheckpointState:
     epoch: int
     """Epochs completed; training resumes at this (0-based) epoch."""
@@ -54,6 +63,17 @@ class CheckpointState:
     training_seconds: float = 0.0
     base_version: int | None = None
     saved_at: str = ""
+    previous: CheckpointState | None = None
+    """The checkpoint before this one (without a `previous` of its own): what resume falls back to."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.weights, str) or not WEIGHTS_NAME.fullmatch(self.weights):
+            raise ValueError(f"weights must be a file name in the checkpoint folder, got {self.weights!r}")
+
+    @classmethod
+    def from_record(cls, values: dict) -> CheckpointState:
+        previous = values.get("previous")
+        return cls(**{**values, "previous": cls.from_record(previous) if previous is not None else None})
 
 
 class CheckpointStore:
@@ -64,11 +84,10 @@ class CheckpointStore:
 
     def state(self) -> CheckpointState | None:
         try:
-            values = storage.read_json(storage.join(self.uri, STATE))
-            return CheckpointState(**values)
+            return CheckpointState.from_record(storage.read_json(storage.join(self.uri, STATE)))
         except FileNotFoundError:
             return None
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{self.uri}/{STATE}: unreadable checkpoint ({exc}); delete it or use a new --run-id") from None
 
     def check(self, state: CheckpointState, config: dict) -> None:
@@ -78,26 +97,47 @@ class CheckpointStore:
             raise CheckpointError(f"{self.uri} holds a checkpoint made with different settings ({', '.join(changed[:5])} "
                                   "changed); use a new --run-id, or delete the checkpoint to start over")
 
-    def restore(self, model: keras.Model, state: CheckpointState) -> None:
-        """Load weights and optimizer state; call inside the distribution strategy's scope."""
+    def restore(self, model: keras.Model, state: CheckpointState) -> CheckpointState:
+        """Load weights and optimizer state; returns the checkpoint loaded: `state`, or `state.previous`
+        when `state`'s weights do not load. Call inside the distribution strategy's scope."""
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)  # the slots must exist before loading them
+        try:
+            self._load(model, state)
+            return state
+        except CheckpointError as exc:
+            if state.previous is None:
+                raise CheckpointError(f"{exc}; delete the checkpoint or use a new --run-id") from None
+            log.warning("checkpoint: %s; resuming from the previous checkpoint, epoch %d", exc, state.previous.epoch)
+        try:
+            self._load(model, state.previous)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}, nor does the newer epoch {state.epoch}; delete the checkpoint or "
+                                  "use a new --run-id") from None
+        return state.previous
+
+    def _load(self, model: keras.Model, state: CheckpointState) -> None:
         with tempfile.TemporaryDirectory(prefix="fundus-seg-ckpt-") as scratch:
             local = Path(scratch) / state.weights
             try:
                 local.write_bytes(storage.read_bytes(storage.join(self.uri, state.weights)))
+                model.load_weights(local)
             except FileNotFoundError:
-                raise CheckpointError(f"{self.uri}: {STATE} names {state.weights}, which is missing") from None
-            model.load_weights(local)
+                raise CheckpointError(f"{self.uri}: the weights of epoch {state.epoch}, {state.weights}, are missing") from None
+            except (OSError, ValueError) as exc:  # h5py: truncated file, file signature not found, ...
+                raise CheckpointError(f"{self.uri}: the weights of epoch {state.epoch}, {state.weights}, "
+                                      f"do not load ({exc})") from None
 
     def save(self, model: keras.Model, state: CheckpointState) -> None:
-        previous = self.state_or_none()
+        """Weights, then state.json naming them; then every weights file but those of `state` and `state.previous` goes."""
         with tempfile.TemporaryDirectory(prefix="fundus-seg-ckpt-") as scratch:
             model.save_weights(Path(scratch) / state.weights)
-            storage.upload_dir(scratch, self.uri, files=[state.weights], progress=False)
-        storage.write_json(storage.join(self.uri, STATE), asdict(state))  # the commit point
-        if previous and previous.weights != state.weights:
-            storage.delete_prefix(storage.join(self.uri, previous.weights))
+            storage.upload_dir(scratch, self.uri, files=[state.weights], progress=False)  # durable before the commit
+        storage.write_json(storage.join(self.uri, STATE), dataclasses.asdict(state))  # the commit point
+        keep = {state.weights} | ({state.previous.weights} if state.previous else set())
+        for name in storage.list_dir(self.uri):
+            if name.endswith(".weights.h5") and name not in keep:
+                storage.delete_prefix(storage.join(self.uri, name))
 
     def state_or_none(self) -> CheckpointState | None:
         try:
@@ -120,10 +160,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """Save after every complete epoch (an epoch cut short by a stop request is not complete)."""
 
     def __init__(self, store: CheckpointStore, config: dict, steps_per_epoch: int,
-                 seconds_before: float = 0.0, base_version: int | None = None):
+                 resumed: CheckpointState | None = None, base_version: int | None = None):
         super().__init__()
         self.store, self.config, self.steps_per_epoch = store, config, steps_per_epoch
-        self.seconds_before, self.base_version = seconds_before, base_version
+        self.last = resumed
+        """The newest complete checkpoint (the one resumed from, then each saved): the next save keeps it as `previous`."""
+        self.seconds_before = resumed.training_seconds if resumed else 0.0
+        self.base_version = base_version
         self.started = time.perf_counter()
         self.steps = 0
 
@@ -147,8 +190,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
             training_seconds=round(self.seconds_before + time.perf_counter() - self.started, 1),
             base_version=self.base_version,
             saved_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            previous=dataclasses.replace(self.last, previous=None) if self.last else None,
         )
         self.store.save(self.model, state)
+        self.last = state
         log.info("checkpoint: epoch %d saved to %s", epoch + 1, self.store.uri)
 
 

@@ -200,7 +200,6 @@ def run_training(
     }
     if state:
         store.check(state, description)
-        log.info("resuming run %s from epoch %d of %d (%s)", options.run_id, state.epoch, run.train.epochs, store.uri)
 
     total_steps = run.train.epochs * run.train.steps_per_epoch
     with accelerator.strategy.scope():
@@ -210,13 +209,14 @@ def run_training(
         if not model.compiled:
             compile_model(model, run.train, total_steps)
         if state:
-            store.restore(model, state)
+            state = store.restore(model, state)  # the previous checkpoint when the newest does not load
+            log.info("resuming run %s from epoch %d of %d (%s)", options.run_id, state.epoch, run.train.epochs, store.uri)
 
     initial_epoch = min(state.epoch, run.train.epochs) if state else 0
     seconds_before = state.training_seconds if state else 0.0
     callbacks = []
     if store:
-        callbacks.append(EpochCheckpoint(store, description, run.train.steps_per_epoch, seconds_before,
+        callbacks.append(EpochCheckpoint(store, description, run.train.steps_per_epoch, state,
                                          base.version if base else None))
     with StopOnSigterm() as stop:
         result = train(run, datasets, model=model, callbacks=[*callbacks, stop], initial_epoch=initial_epoch,

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from fundus_seg import data_cli, storage
+from training_job import job
 from training_job.__main__ import main
-from training_job.checkpoints import CheckpointError, CheckpointState, CheckpointStore
+from training_job.checkpoints import CheckpointError, CheckpointState, CheckpointStore, EpochCheckpoint
 from training_job.config import TrainConfig
 from training_job.train import compile_model
 from training_job.unet import UNetConfig, build_unet
@@ -62,6 +63,63 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
     (tmp_path / "run-1" / "state.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="unreadable checkpoint"):
         store.state()
+
+
+def test_weights_are_durable_before_state_json_names_them(tmp_path, monkeypatch):
+    """A crash right after state.json is written must not leave it naming weights still in the page cache."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(b))) or real_replace(a, b))
+    store = CheckpointStore(str(tmp_path / "run-1"))
+    store.save(tiny_model(0), CheckpointState(epoch=1, weights="epoch-0001.weights.h5", config={}))
+
+    folder, weights = str(tmp_path / "run-1"), str(tmp_path / "run-1" / "epoch-0001.weights.h5")
+    commit = events.index(("replace", f"{folder}/state.json"))
+    before = events[:commit]
+    placed = before.index(("replace", weights))
+    assert any(kind == "fsync" and path.endswith("-epoch-0001.weights.h5") for kind, path in before[:placed])  # the data
+    assert ("fsync", folder) in before[placed:]  # the directory entry
+    assert events[commit + 1:] == [("fsync", folder)]  # and state.json's own entry
+
+
+def test_a_torn_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    model = tiny_model(0)
+    x = np.random.default_rng(0).random((4, 32, 32, 3), np.float32)
+    store = CheckpointStore(str(tmp_path / "run-1"))
+    snapshots = []
+    model.fit(x, (x[..., :1] > 0.5).astype("float32"), batch_size=2, epochs=3, verbose=0, callbacks=[
+        EpochCheckpoint(store, {"a": 1}, steps_per_epoch=2),
+        keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: snapshots.append([w.numpy() for w in model.weights])),
+    ])
+    state = store.state()
+    assert (state.epoch, state.previous.epoch, state.previous.previous) == (3, 2, None)
+    assert sorted(os.listdir(tmp_path / "run-1")) == ["epoch-0002.weights.h5", "epoch-0003.weights.h5", "state.json"]
+
+    newest = tmp_path / "run-1" / "epoch-0003.weights.h5"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # what a crash can leave without fsync
+    restored = tiny_model(1)
+    with caplog.at_level("WARNING", logger="training_job.checkpoints"):
+        resumed = store.restore(restored, state)
+    assert resumed == state.previous and resumed.epoch == 2
+    assert "epoch-0003.weights.h5, do not load" in caplog.text and "resuming from the previous checkpoint, epoch 2" in caplog.text
+    for mine, theirs in zip(snapshots[1], restored.weights):
+        np.testing.assert_array_equal(mine, np.asarray(theirs))
+
+    (tmp_path / "run-1" / "epoch-0002.weights.h5").unlink()
+    with pytest.raises(CheckpointError, match="epoch 2, epoch-0002.weights.h5, are missing, nor does the newer epoch 3"):
+        store.restore(tiny_model(1), state)
+
+
+@pytest.mark.parametrize("weights", ["../../etc/passwd", "/etc/passwd", "sub/epoch-0001.weights.h5", "..", ""])
+def test_state_json_naming_weights_outside_the_folder_is_refused(tmp_path, weights):
+    (tmp_path / "run-1").mkdir()
+    for record in ({"epoch": 1, "weights": weights, "config": {}},
+                   {"epoch": 2, "weights": "epoch-0002.weights.h5", "config": {},
+                    "previous": {"epoch": 1, "weights": weights, "config": {}}}):
+        (tmp_path / "run-1" / "state.json").write_text(json.dumps(record))
+        with pytest.raises(CheckpointError, match="weights must be a file name in the checkpoint folder"):
+            CheckpointStore(str(tmp_path / "run-1")).state()
 
 
 def checkpoint_epoch(uri: str) -> int:
@@ -134,3 +192,30 @@ def test_a_killed_then_terminated_job_resumes_and_publishes_once(s3_bucket, tiny
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["published"] is False
     assert storage.list_versions(repo, "optic-disc") == [1]
+
+
+@pytest.mark.slow
+def test_a_job_whose_newest_checkpoint_is_torn_resumes_from_the_previous_one(tiny_datasets, tmp_path, capsys,
+                                                                             monkeypatch, caplog):
+    """Before: every restart failed on the same torn file (a crash loop); now one epoch is redone."""
+    repo, checkpoints = tmp_path / "models", tmp_path / "checkpoints"
+    argv = ["--data", str(tiny_datasets["drishti-gs1"]), "--model-repo", str(repo), "--checkpoint-dir", str(checkpoints),
+            "--run-id", "torn-1", "--epochs", "3", *TINY]
+
+    def node_lost(*args, **kwargs):
+        raise RuntimeError("node lost while publishing")
+
+    monkeypatch.setattr(job, "publish", node_lost)
+    with pytest.raises(RuntimeError, match="node lost"):
+        main(argv)
+    monkeypatch.undo()
+    newest = checkpoints / "torn-1" / "epoch-0003.weights.h5"
+    newest.write_bytes(newest.read_bytes()[:100])
+    capsys.readouterr()
+
+    with caplog.at_level("WARNING", logger="training_job.checkpoints"):
+        assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["version"] == 1 and result["resumed_from_epoch"] == 2
+    assert "resuming from the previous checkpoint, epoch 2" in caplog.text
+    assert storage.list_versions(str(repo), "optic-disc") == [1]
