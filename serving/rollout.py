@@ -6,7 +6,9 @@ A rollout has three moves, the same everywhere:
   (stable) version S, once the **gate** passed: C's ``metrics.json`` must not regress beyond
   ``tolerance`` on any dataset S was evaluated on (``dice_mean`` may drop by at most
   ``tolerance``, ``rrp`` -- a percentage -- by at most ``100 * tolerance`` points; a dataset
-  missing from C's metrics is a regression). ``--force`` skips the refusal, not the report.
+  missing from C's metrics is a regression). A serving version whose ``dice_mean`` or ``rrp``
+  on one of its datasets is missing or NaN gives the gate nothing to compare with: it refuses
+  too. ``--force`` skips the refusal, not the report.
   Starting again with the same C only changes the percent.
 * ``promote`` -- C becomes the stable version and gets all the traffic.
 * ``rollback`` -- C gets no traffic any more; S keeps serving. One command, no gate.
@@ -155,11 +157,15 @@ class Regression:
     serving: float | None
     candidate: float | None
     allowed_drop: float
+    baseline: str = "serving"
+    """What the candidate is compared with, in messages ("serving"; "latest" when publishing)."""
 
     def __str__(self) -> str:
+        if self.serving is None:
+            return f"the {self.baseline} version has no usable metrics for dataset {self.dataset} ({self.metric} missing or NaN)"
         if self.candidate is None:
-            return f"{self.dataset}: {self.metric} missing from the candidate (serving: {self.serving:g})"
-        return (f"{self.dataset}: {self.metric} {self.candidate:.4g} vs serving {self.serving:.4g} "
+            return f"{self.dataset}: {self.metric} missing from the candidate ({self.baseline}: {self.serving:g})"
+        return (f"{self.dataset}: {self.metric} {self.candidate:.4g} vs {self.baseline} {self.serving:.4g} "
                 f"(drop {self.serving - self.candidate:.4g} > {self.allowed_drop:g})")
 
 
@@ -170,15 +176,17 @@ class GateResult:
     candidate: int
     tolerance: float
     regressions: tuple[Regression, ...] = ()
+    """Drops beyond the tolerance, and (dataset, metric) pairs the serving version has no usable value for."""
     compared: tuple[str, ...] = ()
     rows: tuple[tuple[str, str, float | None, float | None], ...] = field(default=(), repr=False)
+    baseline: str = "serving"
 
     @property
     def passed(self) -> bool:
         return not self.regressions
 
     def summary(self) -> str:
-        head = (f"gate {'passed' if self.passed else 'FAILED'}: version {self.candidate} vs serving "
+        head = (f"gate {'passed' if self.passed else 'FAILED'}: version {self.candidate} vs {self.baseline} "
                 f"version {self.serving} of {self.model_name} (tolerance {self.tolerance:g})")
         if self.passed:
             return head + f" on {', '.join(self.compared) or 'no datasets'}"
@@ -193,7 +201,8 @@ class GateResult:
 
 
 def _metric(test_metrics: dict, dataset: str, metric: str) -> float | None:
-    value = (test_metrics.get(dataset) or {}).get(metric)
+    scores = test_metrics.get(dataset)
+    value = scores.get(metric) if isinstance(scores, dict) else None
     if value is None:
         return None
     try:
@@ -204,24 +213,28 @@ def _metric(test_metrics: dict, dataset: str, metric: str) -> float | None:
 
 
 def compare_metrics(serving: dict, candidate: dict, tolerance: float, *, model_name: str = "",
-                    serving_version: int = 0, candidate_version: int = 0) -> GateResult:
-    """Gate two metrics.json documents: every (dataset, metric) the serving version has."""
+                    serving_version: int = 0, candidate_version: int = 0, shared_only: bool = False,
+                    baseline: str = "serving") -> GateResult:
+    """Gate two metrics.json documents: every (dataset, metric) the serving version has.
+
+    The one definition of "regression beyond tolerance", for rollouts and for publishing. With
+    ``shared_only`` only the datasets both documents scored count (publishing: a run scored on
+    other datasets than the latest version is not a regression on those).
+    """
     if tolerance < 0:
         raise RolloutError(f"--tolerance must be >= 0, got {tolerance}")
     old_all, new_all = serving.get("test_metrics") or {}, candidate.get("test_metrics") or {}
+    datasets = sorted(set(old_all) & set(new_all) if shared_only else old_all)
     regressions, rows = [], []
-    for dataset in sorted(old_all):
+    for dataset in datasets:
         for metric in GATED_METRICS:
-            old = _metric(old_all, dataset, metric)
-            if old is None:
-                continue
-            new = _metric(new_all, dataset, metric)
+            old, new = _metric(old_all, dataset, metric), _metric(new_all, dataset, metric)
             rows.append((dataset, metric, old, new))
             allowed = tolerance * METRIC_SCALE[metric]
-            if new is None or new < old - allowed - 1e-12:
-                regressions.append(Regression(dataset, metric, old, new, allowed))
+            if old is None or new is None or new < old - allowed - 1e-12:
+                regressions.append(Regression(dataset, metric, old, new, allowed, baseline))
     return GateResult(model_name or str(candidate.get("model_name", "")), serving_version, candidate_version,
-                      tolerance, tuple(regressions), tuple(sorted(old_all)), tuple(rows))
+                      tolerance, tuple(regressions), tuple(datasets), tuple(rows), baseline)
 
 
 def check_gate(model_repo: str, model_name: str, serving: int, candidate: int, tolerance: float,

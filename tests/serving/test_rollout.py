@@ -76,6 +76,30 @@ def test_gate_ignores_datasets_only_the_candidate_has():
     assert compare_metrics(metrics(2, **GOOD), candidate, 0.0).passed
 
 
+@pytest.mark.parametrize("scores", [{"n": 50, "dice_mean": float("nan"), "rrp": 96.0}, {"n": 50, "rrp": 96.0},
+                                    {"n": 50, "dice_mean": 0.95, "rrp": "n/a"}, {}, None],
+                         ids=["nan", "missing", "not-a-number", "empty", "null"])
+def test_gate_refuses_a_serving_version_without_usable_metrics(scores):
+    serving = metrics(2, **GOOD)
+    serving["test_metrics"]["drishti-gs1"] = scores
+    gate = compare_metrics(serving, metrics(3, **GOOD), 0.01, serving_version=2, candidate_version=3)
+    assert not gate.passed and "FAILED" in gate.summary()
+    assert "the serving version has no usable metrics for dataset drishti-gs1" in gate.summary()
+
+
+def test_local_gate_refuses_nan_serving_metrics_unless_forced(repo, capsys):
+    path = repo / "optic-disc" / "2" / "metrics.json"
+    record = json.loads(path.read_text())
+    record["test_metrics"]["rim-one-dl"]["dice_mean"] = float("nan")
+    path.write_text(json.dumps(record))  # json writes NaN, and reads it back as nan
+    target = LocalTarget(repo)
+    with pytest.raises(GateFailed, match="serving version has no usable metrics for dataset rim-one-dl.*--force"):
+        rollout.start(target, 3, report=print)
+    assert not (repo / "rollout.json").exists() and not (repo / "models.config").exists()
+    assert rollout.start(target, 3, force=True, report=print).canary == 3
+    assert "forced" in capsys.readouterr().out
+
+
 def test_gate_reads_metrics_from_the_repository(repo):
     gate = rollout.check_gate(str(repo), "optic-disc", 2, 4, 0.01)
     assert not gate.passed and [r.dataset for r in gate.regressions] == ["rim-one-dl", "rim-one-dl"]
