@@ -20,7 +20,7 @@ class BudgetExhausted(Exception):
 
 
 class Budget:
-    """`capacity` units, taken and returned in amounts, first come first served (event loop only)."""
+    """`capacity` units, taken and returned in amounts (event loop only); waiters are served in order."""
 
     def __init__(self, capacity: int, name: str) -> None:
         if capacity < 1:
@@ -30,9 +30,10 @@ class Budget:
         self._waiting: deque[tuple[int, asyncio.Future]] = deque()
 
     def try_take(self, amount: int) -> bool:
-        """Take `amount` now if it fits and nobody is queued ahead; never waits."""
+        """Take `amount` now if it fits; never waits. What fits goes ahead of larger amounts
+        queued for more room, so a small image never waits behind a 40-megapixel one."""
         amount = min(amount, self.capacity)
-        if self._waiting or self.used + amount > self.capacity:
+        if self.used + amount > self.capacity:
             return False
         self.used += amount
         return True
