@@ -8,9 +8,12 @@ written to a temporary file in the same folder and ``os.replace``\\ d into place
 first: a reader never sees a half-written file, and the transformer never names a label the
 predictor's config does not have.
 
-Without ``rollout.json`` yet, the stable version is the one the predictor serves by default:
-the latest version, or -- when the requested canary is itself the latest -- the newest one
-below it.
+A rollout never deletes ``rollout.json``: ``promote`` and ``rollback`` end by writing a final
+record (``canary`` null, ``canary_percent`` 0). Should the file be deleted anyway while
+``models.config`` still labels the model, the labels are the state (the transformer then sends
+everything to ``stable``, so the canary's percent is 0). Without either file yet, the stable
+version is the one the predictor serves by default: the latest version, or -- when the
+requested canary is itself the latest -- the newest one below it.
 """
 from __future__ import annotations
 
@@ -44,17 +47,33 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def render_models_config(existing: str | None, state: RolloutState, base_path: Path) -> str:
-    """models.config text with the model's entry set to `state`, other entries unchanged."""
+def _parse_models_config(text: str):
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
-    if existing and existing.strip():
+    if text.strip():
         try:
-            text_format.Parse(existing, config)
+            text_format.Parse(text, config)
         except text_format.ParseError as exc:
-            raise RolloutError(f"cannot update the existing {MODELS_CONFIG}: {exc}") from None
+            raise RolloutError(f"cannot read the existing {MODELS_CONFIG}: {exc}") from None
+    return config
+
+
+def labelled_state(text: str, model_name: str) -> RolloutState | None:
+    """The state models.config's version labels describe (canary at 0 %), or None without a stable label."""
+    entry = next((e for e in _parse_models_config(text).model_config_list.config if e.name == model_name), None)
+    if entry is None or STABLE_LABEL not in entry.version_labels:
+        return None
+    canary = entry.version_labels[CANARY_LABEL] if CANARY_LABEL in entry.version_labels else None
+    return RolloutState(model_name, stable=entry.version_labels[STABLE_LABEL], canary=canary)
+
+
+def render_models_config(existing: str | None, state: RolloutState, base_path: Path) -> str:
+    """models.config text with the model's entry set to `state`, other entries unchanged."""
+    from google.protobuf import text_format
+
+    config = _parse_models_config(existing or "")
     entries = config.model_config_list.config
     entry = next((e for e in entries if e.name == state.model_name), None) or entries.add()
     entry.Clear()
@@ -93,6 +112,8 @@ class LocalTarget:
             if state.model_name != self.model_name:
                 raise RolloutError(f"{self.rollout_json} is about model {state.model_name}, not {self.model_name}")
             return state
+        if self.models_config.exists() and (state := labelled_state(self.models_config.read_text(), self.model_name)):
+            return state
         versions = self._versions()
         if candidate is not None and candidate in versions:
             older = [v for v in versions if v < candidate]
@@ -125,7 +146,10 @@ class LocalTarget:
 
     def status_lines(self) -> list[str]:
         lines = [f"target: local model repository {self.root}"]
-        if not self.rollout_json.exists():
+        if not self.rollout_json.exists() and self.models_config.exists():
+            lines.append(f"{self.rollout_json} is missing: the transformer sends every request to the stable "
+                         f"version ({self.state().stable}); the next rollout command writes it again")
+        elif not self.rollout_json.exists():
             lines.append(f"no rollout yet: the predictor serves the latest version "
                          f"({self.state().stable}) unless started with --model_config_file")
         else:

@@ -2,9 +2,12 @@
 
 `fundus-seg rollout` writes ``{"stable": S, "canary": C, "canary_percent": P}`` next to the
 predictor's ``models.config``, which labels S ``stable`` and C ``canary``. P % of requests go to
-``canary``, the rest to ``stable``. Without the file no label is sent and the predictor answers
-with its latest version. The file is re-read only when its mtime or size changes, and stat'ed at
-most every `check_every_s`, so the split costs nothing per request.
+``canary``, the rest to ``stable``. Before the file ever existed no label is sent and the
+predictor answers with its latest version. Once a split with a stable version has been seen, a
+file that vanishes or stops being readable sends everything to ``stable`` (logged once): the
+predictor's latest version is the canary during a rollout, and a deleted file must not hand it
+all the traffic. The file is re-read only when its mtime or size changes, and stat'ed at most
+every `check_every_s`, so the split costs nothing per request.
 """
 from __future__ import annotations
 
@@ -43,6 +46,8 @@ class VersionRouter:
         self._split = NO_ROLLOUT
         self._seen: tuple[int, int] | None = None
         self._checked_at = float("-inf")
+        self._lost = False
+        """The file vanished or became unusable since the last good read (logged once per loss)."""
 
     @property
     def split(self) -> Split:
@@ -54,7 +59,7 @@ class VersionRouter:
         return self._split
 
     def choose(self) -> str | None:
-        """`canary`, `stable`, or None (no rollout: the predictor's latest version)."""
+        """`canary`, `stable`, or None (no rollout ever seen: the predictor's latest version)."""
         split = self.split
         if split.stable is None:
             return None
@@ -66,12 +71,10 @@ class VersionRouter:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
-            if self._seen is not None:
-                log.info("%s removed: requests go to the latest version", self.path)
-            self._split, self._seen = NO_ROLLOUT, None
+            self._fall_back("is gone", missing=True)
             return
         except OSError as exc:
-            log.warning("cannot stat %s (%s); keeping the previous split", self.path, exc)
+            self._fall_back(f"cannot be read ({exc})")
             return
         key = (stat.st_mtime_ns, stat.st_size)
         if key == self._seen:
@@ -80,12 +83,25 @@ class VersionRouter:
             record = json.loads(self.path.read_text())
             split = parse_split(record)
         except (OSError, ValueError, TypeError, KeyError) as exc:
-            log.warning("unusable %s (%s); keeping the previous split", self.path, exc)
-            return  # _seen unchanged: retried at the next check
-        self._seen = key
+            self._fall_back(f"is unusable ({exc})")
+            return
+        self._seen, self._lost = key, False
         if split != self._split:
             log.info("traffic split from %s: %s", self.path, split)
         self._split = split
+
+    def _fall_back(self, why: str, missing: bool = False) -> None:
+        """No usable file: the stable version seen last takes all the traffic."""
+        self._seen = None  # whatever comes next is read afresh
+        if missing and self._split.stable is None:
+            return  # no rollout yet: the normal state, no label
+        if self._split.stable is not None:
+            self._split = Split(stable=self._split.stable)
+        if not self._lost:
+            self._lost = True
+            then = (f"every request goes to the stable version {self._split.stable}" if self._split.stable is not None
+                    else "no version label is sent")
+            log.warning("%s %s: %s until it is back", self.path, why, then)
 
 
 def parse_split(record: dict) -> Split:

@@ -196,6 +196,31 @@ def test_local_rollback_keeps_other_models(repo):
         rollout.rollback(target)
 
 
+@pytest.mark.parametrize("end, stable", [(rollout.promote, 3), (rollout.rollback, 2)], ids=["promote", "rollback"])
+def test_local_rollout_ends_with_a_final_record_and_the_transformer_stays_on_stable(repo, end, stable):
+    """rollout.json is never deleted by a rollout; if someone deletes it, the transformer keeps the stable label."""
+    from serving.transformer.routing import STABLE, Split, VersionRouter
+
+    target = LocalTarget(repo)
+    router = VersionRouter(repo / "rollout.json", check_every_s=0.0)
+    rollout.start(target, 3, percent=50, report=lambda line: None)
+    assert router.split == Split(2, 3, 50.0)
+    end(target)
+    record = json.loads((repo / "rollout.json").read_text())
+    assert (record["stable"], record["canary"], record["canary_percent"]) == (stable, None, 0)
+    assert router.split == Split(stable) and read_models_config(repo)["optic-disc"].version_labels == {"stable": stable}
+
+    rollout.start(target, 4, percent=50, force=True, report=lambda line: None)
+    assert router.split == Split(stable, 4, 50.0)
+    (repo / "rollout.json").unlink()  # by hand, mid-canary: the predictor's latest version is the canary
+    assert {router.choose() for _ in range(200)} == {STABLE} and router.split.version_for(STABLE) == stable
+    assert read_models_config(repo)["optic-disc"].version_labels["stable"] == stable  # the label still resolves
+    assert target.state() == RolloutState("optic-disc", stable=stable, canary=4, canary_percent=0)  # as routed
+    assert "is missing: the transformer sends every request to the stable" in "\n".join(target.status_lines())
+    assert rollout.rollback(target) == RolloutState("optic-disc", stable=stable)  # and the CLI can still end it
+    assert json.loads((repo / "rollout.json").read_text())["stable"] == stable
+
+
 def test_local_cli(repo, capsys):
     run(["rollout", "start", "--local", str(repo), "--version", "3", "--percent", "20"])
     run(["rollout", "status", "--local", str(repo)])

@@ -59,15 +59,48 @@ def test_checks_the_file_at_most_every_interval(tmp_path):
     assert router.choose() is None  # not looked at again within the interval
 
 
-def test_a_broken_file_keeps_the_previous_split(tmp_path):
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_file_deleted_mid_canary_sends_everything_to_stable(tmp_path, caplog):
+    """Without a label the predictor answers with its latest version -- the canary -- so no label is never the fallback."""
+    path = tmp_path / "rollout.json"
+    write(path, {"stable": 3, "canary": 4, "canary_percent": 10})
+    router = VersionRouter(path, check_every_s=0.0, rng=random.Random(0))
+    assert router.split == Split(3, 4, 10.0)
+    path.unlink()
+    with caplog.at_level("INFO", logger="serving.transformer.routing"):
+        assert {router.choose() for _ in range(500)} == {STABLE}
+    assert router.split == Split(3) and router.split.version_for(STABLE) == 3  # REST pins version 3
+    (warning,) = warnings_of(caplog)  # once, not per check
+    assert "is gone" in warning and "stable version 3" in warning
+    write(path, {"stable": 4, "canary": None, "canary_percent": 0})  # a rollout writes it again
+    assert router.split == Split(4)
+    path.unlink()
+    assert router.choose() == STABLE and router.split == Split(4)
+
+
+def test_a_broken_file_keeps_only_the_stable_version(tmp_path, caplog):
     path = tmp_path / "rollout.json"
     write(path, {"stable": 3, "canary": 4, "canary_percent": 50})
     router = VersionRouter(path, check_every_s=0.0)
     assert router.split == Split(3, 4, 50.0)
     path.write_text("{ half written")
-    assert router.split == Split(3, 4, 50.0)
-    path.unlink()
-    assert router.split == Split() and router.choose() is None
+    with caplog.at_level("INFO", logger="serving.transformer.routing"):
+        assert {router.choose() for _ in range(100)} == {STABLE}
+    assert router.split == Split(3)
+    (warning,) = warnings_of(caplog)
+    assert "is unusable" in warning and "stable version 3" in warning
+    write(path, {"stable": 3, "canary": 4, "canary_percent": 50})
+    assert router.split == Split(3, 4, 50.0)  # fixed: the split is back
+
+
+def test_a_broken_file_before_any_rollout_sends_no_label(tmp_path):
+    path = tmp_path / "rollout.json"
+    path.write_text("[]")
+    router = VersionRouter(path, check_every_s=0.0)
+    assert router.choose() is None and router.split == Split()
 
 
 @pytest.mark.parametrize("record", [{}, {"stable": "x"}, {"stable": 1, "canary": 2, "canary_percent": 150}, []])
