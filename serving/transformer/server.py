@@ -481,7 +481,11 @@ class TransformerServer:
 
 def serve(config: TransformerConfig, http_port: int = 8080, grpc_port: int = 8081, host: str = "0.0.0.0") -> None:
     """Run the transformer in this process until SIGTERM/SIGINT."""
-    from kserve.logging import configure_logging
+    import copy
 
-    configure_logging()
+    from kserve.logging import KSERVE_LOG_CONFIG, configure_logging
+
+    log_config = copy.deepcopy(KSERVE_LOG_CONFIG)  # our modules log like KServe's own
+    log_config["loggers"]["serving"] = {"handlers": ["kserve"], "level": "INFO", "propagate": False}
+    configure_logging(log_config)
     asyncio.run(TransformerServer(config, http_port, grpc_port, host).serve())

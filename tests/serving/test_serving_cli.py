@@ -50,3 +50,38 @@ def test_serve_segment_and_ctrl_c(tmp_path, publish_version, drishti):
     assert serve.returncode == 0, output
     assert "stopping" in output
     assert http_status(f"{url}/") is None and http_status(f"http://127.0.0.1:{ports[3]}/healthz") is None
+
+
+def test_stop_drains_in_flight_requests_before_the_predictor_goes(start_stack, tmp_path, publish_version, drishti):
+    """SIGTERM reaches the transformer first; what it is still answering completes with 200, and the
+    predictor stops only after the transformer has exited."""
+    import base64
+    import threading
+    import time
+
+    from serving_helpers import http
+
+    repo = tmp_path / "repo"
+    publish_version(repo, 1)
+    stack = start_stack(repo)
+    assert stack.wait_ready(120)
+    body = {"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for p, _ in drishti[:8]]}
+    answers: list[int] = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        http(f"{stack.config.url}/v1/models/optic-disc:predict", body)[0])) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # sent and being decoded: 24 full-size photos take seconds on two cores
+    assert not answers
+    stack.stop()
+    for thread in threads:
+        thread.join(60)
+    assert answers == [200, 200, 200]
+    transformer, predictor = stack.processes["transformer"], stack.processes["predictor"]
+    assert transformer.returncode == 0 and predictor.returncode == 0
+    log = _transformer_log(stack)
+    assert "draining in-flight requests" in log and "Transformer stopped" in log
+
+
+def _transformer_log(stack) -> str:
+    return (stack.config.log_dir / "transformer.log").read_text(errors="replace")
