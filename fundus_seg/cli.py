@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, FundusSegError):
             print(f"fundus-seg {args.command}: error: {exc}", file=sys.stderr)
-            return 2
+            return int(getattr(exc, "exit_code", 2))  # e.g. 143 after SIGTERM, 3 for a refused publish
         raise
 
 

@@ -2,7 +2,9 @@
 
 Exit status: 0 when the version is published (or this run id already was), 2 with one
 `training_job: error: ...` line for a problem the user can fix (data, manifest, base version,
-accelerator, storage), 143 after SIGTERM (the Job's next pod resumes from the checkpoint).
+accelerator, storage, settings that cannot train such as `--epochs 0`), 3 when the run trained
+but is not published because it regresses against the latest version (`--force` publishes
+anyway), 143 after SIGTERM (the Job's next pod resumes from the checkpoint).
 """
 from __future__ import annotations
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from fundus_seg.paths import BUNDLED_MODEL_REPO, DEFAULT_MODEL_NAME
 from preprocessing.errors import FundusSegError, ModelRepositoryError
-from training_job.config import (ACCELERATORS, INCREMENTAL_EPOCHS, MODES, JobOptions, RunConfig, configs_from_dict,
-                                 read_config_file, with_overrides)
+from serving.rollout import DEFAULT_TOLERANCE
+from training_job.config import (ACCELERATORS, INCREMENTAL_EPOCHS, MODES, PUBLISH_REFUSED_EXIT, JobOptions, RunConfig,
+                                 configs_from_dict, read_config_file, with_overrides)
 
 RUN_ID_VARIABLES = ("FUNDUS_SEG_RUN_ID",)
 """Where a run id comes from when --run-id and the config file give none (set it from the Job's name).
@@ -71,11 +72,18 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--cache-dir", help="local folder for downloaded datasets (default $XDG_CACHE_HOME/fundus-seg/datasets)")
     job.add_argument("--accelerator", choices=ACCELERATORS, help="cpu, gpu (MirroredStrategy over the visible GPUs), "
                      "tpu (TPUStrategy) or auto (default: gpu when one is visible)")
+    gate = parser.add_argument_group("publishing gate (against the latest published version)")
+    gate.add_argument("--tolerance", type=float, help="largest allowed drop of dice_mean (x100 for rrp) below the latest "
+                      f"version on any dataset both were scored on (default {DEFAULT_TOLERANCE}); a bigger drop: "
+                      f"nothing is published, exit {PUBLISH_REFUSED_EXIT}")
+    gate.add_argument("--force", action="store_true", default=None,
+                      help="publish even when the gate fails (metrics.json records \"forced\": true)")
 
 
 MODEL_FLAGS = ("depth", "width", "increment_ratio", "batchnorm", "upsampling", "dropout")
 TRAIN_FLAGS = ("epochs", "steps_per_epoch", "batch_size", "learning_rate", "schedule", "loss", "seed", "jit_compile")
-JOB_FLAGS = ("mode", "base_version", "replay_fraction", "eval_data", "run_id", "checkpoint_dir", "cache_dir", "accelerator")
+JOB_FLAGS = ("mode", "base_version", "replay_fraction", "eval_data", "run_id", "checkpoint_dir", "cache_dir", "accelerator",
+             "tolerance", "force")
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[RunConfig, JobOptions]:
@@ -147,6 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(json.dumps({"version": version, "model_repo": run.model_repo, "model_name": run.model_name,
                       "mode": metrics.get("mode"), "base_version": metrics.get("base_version"),
                       "run_id": metrics.get("run_id"), "published": not metrics.get("already_published", False),
+                      "forced": metrics.get("forced", False),
                       "resumed_from_epoch": metrics.get("resumed_from_epoch", 0),
                       "test_metrics": metrics["test_metrics"], "training_seconds": metrics["training_seconds"]}, indent=2))
     return 0

@@ -17,6 +17,7 @@ import yaml
 from preprocessing.augment import AugmentConfig
 from preprocessing.errors import FundusSegError
 from preprocessing.transform import PreprocessConfig
+from serving.rollout import DEFAULT_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,21 @@ class TrainConfig:
     jit_compile: bool = True
     """XLA-fuse each training step: +25-35% images/s on CPU (BN + ReLU + conv fuse), also on GPU."""
 
+    def __post_init__(self) -> None:
+        # Zero of any of these trains nothing, and the untrained model would still be scored and published.
+        for name in ("epochs", "steps_per_epoch", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+
 
 MODES = ("full", "incremental")
 ACCELERATORS = ("auto", "cpu", "gpu", "tpu")
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 INCREMENTAL_EPOCHS = 3
 """The paper's brief retrain on a new instrument's data, unless epochs are set explicitly."""
+PUBLISH_REFUSED_EXIT = 3
+"""Exit status of a run that trained and was scored but not published: it regresses (see JobOptions.force)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,10 @@ class JobOptions:
     """Where dataset URIs are downloaded once. None: `$XDG_CACHE_HOME/fundus-seg/datasets` (~/.cache/...)."""
     accelerator: str = "auto"
     """"cpu", "gpu" (MirroredStrategy), "tpu" (TPUStrategy) or "auto" (gpu when one is visible)."""
+    tolerance: float = DEFAULT_TOLERANCE
+    """Publishing gate: the largest drop of dice_mean (x100 for rrp) below the latest version on a shared dataset."""
+    force: bool = False
+    """Publish even when the gate fails; metrics.json then records `"forced": true`."""
     extra_metrics: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -95,6 +109,8 @@ class JobOptions:
             raise ValueError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
         if not 0.0 <= self.replay_fraction < 1.0:
             raise ValueError(f"replay fraction must be in [0, 1), got {self.replay_fraction}")
+        if not self.tolerance >= 0.0:
+            raise ValueError(f"tolerance must be >= 0, got {self.tolerance}")
         if self.run_id is not None and not RUN_ID.fullmatch(self.run_id):
             raise ValueError(f"run id must be letters, digits, '.', '_' or '-' (it names a folder), got {self.run_id!r}")
         base = self.base_version
@@ -173,8 +189,11 @@ def with_overrides(config: RunConfig, **sections: dict[str, Any]) -> RunConfig:
         values = {k: v for k, v in values.items() if v is not None}
         if not values:
             continue
-        if section == "run":
-            updated = dataclasses.replace(updated, **values)
-        else:
-            updated = dataclasses.replace(updated, **{section: dataclasses.replace(getattr(updated, section), **values)})
+        try:
+            if section == "run":
+                updated = dataclasses.replace(updated, **values)
+            else:
+                updated = dataclasses.replace(updated, **{section: dataclasses.replace(getattr(updated, section), **values)})
+        except ValueError as exc:
+            raise FundusSegError(f"{section}: {exc}") from None
     return updated

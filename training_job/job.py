@@ -5,6 +5,11 @@ With a run id the run is restartable: it checkpoints every epoch to `<checkpoint
 a rerun resumes from the last complete epoch, and a rerun of a run that is already published
 returns that version without training again. Every user-facing failure (missing data, bad
 manifest, unknown base version, no GPU) is a FundusSegError raised before any training starts.
+
+Publishing is gated like a rollout (`serving.rollout.compare_metrics`): a run whose test metrics
+fall below the latest published version's by more than the tolerance on a dataset both were
+scored on is not published (PublishRefused, exit 3; its checkpoint stays, so a rerun with
+`force` publishes without training again), unless `force` is set, which metrics.json records.
 """
 from __future__ import annotations
 
@@ -22,9 +27,10 @@ from fundus_seg import storage
 from preprocessing.datasets import Samples
 from preprocessing.errors import DatasetError, FundusSegError, ModelRepositoryError
 from preprocessing.transform import PreprocessConfig
+from serving.rollout import GateResult, compare_metrics
 from training_job import strategy
 from training_job.checkpoints import CheckpointStore, EpochCheckpoint, Interrupted, StopOnSigterm
-from training_job.config import JobOptions, RunConfig, _build
+from training_job.config import PUBLISH_REFUSED_EXIT, JobOptions, RunConfig, _build
 from training_job.data_sources import DataCache, Dataset, dataset_name, default_cache_dir
 from training_job.evaluate import evaluate, keras_predictor
 from training_job.export import KERAS_FILE, publish
@@ -36,6 +42,12 @@ __all__ = ["JobOptions", "run_training", "dataset_name"]
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = ".checkpoints"
+
+
+class PublishRefused(FundusSegError):
+    """The run trained and was scored, but falls below the latest published version: nothing is published."""
+
+    exit_code = PUBLISH_REFUSED_EXIT
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,41 @@ def test_metrics(model: keras.Model, run: RunConfig, datasets: list[Dataset | st
     names = [d.name for d in datasets]
     return {(d.name if names.count(d.name) == 1 else d.uri): evaluate(predict, d.folder, "test", run.preprocess)
             for d in datasets}
+
+
+def publish_gate(run: RunConfig, options: JobOptions, metrics: dict) -> GateResult | None:
+    """This run's test metrics against the latest published version's, on the datasets both were scored on
+    (the rollout gate's rule); None when there is no latest version, or it has no readable metrics.json."""
+    latest = storage.latest_version(run.model_repo, run.model_name)
+    if latest is None:
+        return None
+    uri = storage.join(storage.version_uri(run.model_repo, run.model_name, latest), storage.METRICS)
+    try:
+        document = storage.read_json(uri)
+    except (FileNotFoundError, ValueError):
+        document = None
+    if not isinstance(document, dict):
+        log.warning("%s: missing or unreadable; publishing without comparing with version %d", uri, latest)
+        return None
+    return compare_metrics(document, metrics, options.tolerance, model_name=run.model_name, serving_version=latest,
+                           shared_only=True, baseline="latest")
+
+
+def gated(metrics: dict, gate: GateResult | None, options: JobOptions, store: CheckpointStore | None) -> dict:
+    """`metrics` with the gate's outcome recorded; PublishRefused when it failed and --force was not given."""
+    if gate is None:
+        return metrics
+    regressions = [str(r) for r in gate.regressions]
+    if regressions and not options.force:
+        resume = f" (--run-id {options.run_id} resumes from its checkpoint: no training again)" if store else ""
+        raise PublishRefused(f"not published: this run falls below the latest version {gate.serving} of {gate.model_name} "
+                             f"by more than the tolerance {gate.tolerance:g}: {'; '.join(regressions)}; rerun with "
+                             f"--force to publish anyway{resume}")
+    if regressions:
+        log.warning("publishing despite the gate (--force): %s", "; ".join(regressions))
+    record = {"compared_with": gate.serving, "tolerance": gate.tolerance, "datasets": list(gate.compared),
+              "regressions": regressions}
+    return {**metrics, "publish_gate": record, **({"forced": True} if regressions else {})}
 
 
 def build_metrics(run: RunConfig, options: JobOptions, model: keras.Model, seconds: float, images_seen: int,
@@ -241,6 +288,7 @@ def run_training(
         global_batch=global_batch,
         accelerator=accelerator.describe(),
     )
+    metrics = gated(metrics, publish_gate(run, options, metrics), options, store)  # before anything is written
     version = publish(result.model, metrics, run.model_repo, run.model_name, run_id=options.run_id)
     if store:
         store.delete()  # the version is out; a rerun of this run id now returns it without training

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import threading
 from pathlib import Path
 
+import pytest
 import yaml
 
 from fundus_seg import storage
 from fundus_seg.cli import build_parser as fundus_seg_parser
+from fundus_seg.cli import main as fundus_seg_main
 from training_job.__main__ import build_parser, main
 from training_job.cli import configs_from_args
 from training_job.export import publish
@@ -19,7 +22,9 @@ from training_job.unet import UNetConfig, build_unet
 ARGV = ["--data", "s3://b/datasets/a,s3://b/datasets/b", "--eval-data", "/data/c", "--model-repo", "s3://b/models",
         "--mode", "incremental", "--base-version", "3", "--replay-fraction", "0.2", "--run-id", "job-1",
         "--checkpoint-dir", "s3://b/ckpt", "--cache-dir", "/tmp/c", "--accelerator", "gpu", "--depth", "4",
-        "--batch-size", "8", "--no-jit-compile"]
+        "--batch-size", "8", "--no-jit-compile", "--tolerance", "0.02", "--force"]
+TINY = ["--depth", "1", "--width", "4", "--no-jit-compile", "--steps-per-epoch", "2", "--batch-size", "4",
+        "--accelerator", "cpu"]
 
 
 def test_the_entrypoint_and_fundus_seg_train_share_their_flags():
@@ -31,6 +36,9 @@ def test_the_entrypoint_and_fundus_seg_train_share_their_flags():
     assert (job.mode, job.base_version, job.replay_fraction, job.run_id) == ("incremental", 3, 0.2, "job-1")
     assert (job.checkpoint_dir, job.cache_dir, job.accelerator, job.eval_data) == ("s3://b/ckpt", "/tmp/c", "gpu", ("/data/c",))
     assert run.train.epochs == 3  # incremental: the paper's brief retrain unless epochs are set
+    assert (job.tolerance, job.force) == (0.02, True)
+    _, job = configs_from_args(build_parser().parse_args(ARGV[:-3]))
+    assert (job.tolerance, job.force) == (0.01, False)  # the rollout gate's default
 
 
 def test_the_cronjob_args_parse(tmp_path):
@@ -118,6 +126,56 @@ def test_unknown_base_version_gpu_and_run_id_fail_clearly(tiny_datasets, tmp_pat
     assert "run id must be" in one_error(capsys, *common, "--run-id", "../escape")
     assert "base version must be" in one_error(capsys, *common, "--mode", "incremental", "--base-version", "newest")
     assert "TensorFlow sees no GPU" in one_error(capsys, "--data", data, "--model-repo", str(repo), "--accelerator", "gpu")
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--steps-per-epoch", "--batch-size"])
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_settings_that_cannot_train_are_refused_by_both_clis(tmp_path, capsys, flag, value):
+    """`--epochs 0` used to train nothing and publish the untrained model as the newest version."""
+    argv = ["--data", str(tmp_path / "data"), "--model-repo", str(tmp_path / "models"), flag, value]
+    setting = flag.removeprefix("--").replace("-", "_")
+    err = one_error(capsys, *argv)
+    assert err == f"python -m training_job: error: train: {setting} must be a whole number of at least 1, got {value}\n"
+    assert fundus_seg_main(["train", *argv]) == 2
+    assert capsys.readouterr().err == f"fundus-seg train: error: train: {setting} must be a whole number of at least 1, got {value}\n"
+    config = tmp_path / "train.yaml"
+    config.write_text(f"train: {{{setting}: {value}}}\n")
+    assert "config.train: " in one_error(capsys, "--config", str(config), *argv[:4])
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.slow
+def test_a_run_below_the_latest_version_is_published_only_with_force(tiny_datasets, tmp_path, capsys):
+    repo = tmp_path / "models"
+    latest = repo / "optic-disc" / "1"
+    latest.mkdir(parents=True)
+    (latest / "saved_model.pb").write_bytes(b"\x08\x01")
+    (latest / "metrics.json").write_text(json.dumps({"test_metrics": {
+        "drishti-gs1": {"n": 51, "dice_mean": 0.97, "rrp": 99.0},
+        "refuge": {"n": 400, "dice_mean": 0.99, "rrp": 99.9}}}))  # not scored by this run: not compared
+    argv = ["--data", str(tiny_datasets["drishti-gs1"]), "--model-repo", str(repo), "--run-id", "worse-1",
+            "--epochs", "1", *TINY]
+
+    assert main(argv) == 3
+    out, err = capsys.readouterr()
+    *progress, last = err.splitlines()
+    assert out == "" and all(line.startswith("epoch ") for line in progress), err
+    assert last.startswith("python -m training_job: error: not published: this run falls below the latest version 1 "
+                           "of optic-disc by more than the tolerance 0.01: drishti-gs1: dice_mean ")
+    assert "vs latest 0.97" in last and "refuge" not in last and "rerun with --force" in last
+    assert storage.list_dir(str(repo / "optic-disc")) == ["1"]  # nothing half-published, no staging left
+    assert storage.exists(str(repo / ".checkpoints" / "optic-disc" / "worse-1" / "state.json"))
+
+    assert main([*argv, "--force"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["version"] == 2 and result["published"] and result["forced"]
+    assert result["resumed_from_epoch"] == 1  # the refused run's checkpoint: not trained again
+    metrics = json.loads((repo / "optic-disc" / "2" / "metrics.json").read_text())
+    assert metrics["forced"] is True
+    gate = metrics["publish_gate"]
+    assert (gate["compared_with"], gate["tolerance"], gate["datasets"]) == (1, 0.01, ["drishti-gs1"])
+    assert gate["regressions"] and all(r.startswith("drishti-gs1: ") for r in gate["regressions"])
+    assert storage.list_versions(str(repo), "optic-disc") == [1, 2]
 
 
 def test_publish_is_atomic_under_a_polling_reader(s3_bucket):
