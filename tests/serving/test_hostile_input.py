@@ -373,3 +373,19 @@ def test_bad_content_length_and_binary_extension(service, small_jpeg):
                            headers={"Content-Type": "image/jpeg"})
         assert connection.getresponse().status == 413
         connection.close()
+
+
+def test_grpc_oversized_metadata_is_refused(service, small_jpeg):
+    import grpc
+
+    client = GrpcClient(service.config.grpc_target)
+    pb = client.pb
+    request = pb.ModelInferRequest(model_name="optic-disc", inputs=[pb.ModelInferRequest.InferInputTensor(
+        name="image_bytes", datatype="BYTES", shape=[1], contents=pb.InferTensorContents(bytes_contents=[small_jpeg]))])
+    with survives(service, small_jpeg):
+        with pytest.raises(grpc.RpcError) as caught:
+            client._stub.ModelInfer(request, metadata=[("x-big", "a" * (1 * MiB))])
+        assert caught.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL,
+                                       grpc.StatusCode.UNAVAILABLE)
+        assert client.segment([small_jpeg])[0].model_version == 1
+    client.close()
