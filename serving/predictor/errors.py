@@ -15,6 +15,18 @@ _HTTP_STATUS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 
+# Error messages echo request parts (names, labels, keys); a client's gRPC metadata limit is
+# 8 KiB and a percent-encoded byte takes 3, so messages are clipped to this many UTF-8 bytes.
+MAX_MESSAGE_BYTES = 1000
+
+
+def clip(text: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes (marked with "..."), never a broken character."""
+    raw = text.encode("utf-8", "backslashreplace")
+    if len(raw) <= limit:
+        return raw.decode("utf-8")
+    return raw[:limit - 3].decode("utf-8", "ignore") + "..."
+
 
 class PredictorError(Exception):
     """A request that cannot be served; `code` says why in gRPC's vocabulary."""
@@ -57,3 +69,21 @@ class Unavailable(PredictorError):
 
 class Unimplemented(PredictorError):
     code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class ResourceExhausted(PredictorError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class RequestTooLarge(ResourceExhausted):
+    """Past a size limit: RESOURCE_EXHAUSTED like gRPC's own message limit, HTTP 413 like aiohttp's."""
+
+    @property
+    def http_status(self) -> int:
+        return 413
+
+
+class DataLoss(PredictorError):
+    """The model's fault, not the client's (e.g. NaN outputs): gRPC DATA_LOSS, HTTP 500."""
+
+    code = grpc.StatusCode.DATA_LOSS
