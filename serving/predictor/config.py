@@ -12,7 +12,8 @@ from typing import Iterable, Literal
 
 from preprocessing.errors import FundusSegError
 
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 
 
 class ConfigError(FundusSegError, ValueError):
@@ -82,6 +83,77 @@ class BatchingConfig:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one client may cost the predictor, so hostile traffic gets an error instead of a stall or OOM.
+
+    gRPC values become grpc.aio server options; REST values go to aiohttp's request handler
+    (request line, header and keep-alive limits) or are enforced by the REST handler itself.
+    `rest_keepalive_timeout_s` also cuts off a connection whose request headers never complete:
+    aiohttp's keep-alive timer runs from the connection's start until a whole request has arrived.
+    """
+
+    grpc_max_metadata_bytes: int = 16 * KiB  # request headers of one call; larger -> RESOURCE_EXHAUSTED
+    grpc_max_concurrent_streams: int = 100  # calls in progress on one HTTP/2 connection
+    grpc_max_concurrent_rpcs: int = 64  # calls in progress on the server; more -> RESOURCE_EXHAUSTED
+    grpc_keepalive_time_s: float = 60.0  # ping a connection after this long without traffic ...
+    grpc_keepalive_timeout_s: float = 20.0  # ... and close it when the ping is not answered in time
+    grpc_max_connection_idle_s: float = 300.0  # close connections without calls after this (GOAWAY)
+    rest_max_line_bytes: int = 8190  # request line (method, URL, version); larger -> 400
+    rest_max_field_bytes: int = 8190  # one header; larger -> 400
+    rest_max_headers: int = 128  # header count; more -> 400
+    rest_keepalive_timeout_s: float = 30.0  # idle connections, and unfinished request headers
+    rest_body_timeout_s: float = 60.0  # the whole request body must arrive within this; else 408
+    rest_max_concurrent_requests: int = 64  # :predict calls in progress; more -> 429
+    rest_max_json_values: int = 2 * MiB  # JSON values (numbers, strings, arrays ...) in one body; more -> 413
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class TensorContract:
+    """One input or output a served signature must have; dtype (TensorFlow name) and shape are optional.
+
+    Shape dimensions are sizes or -1 (any size, e.g. the batch). Written on the command line as
+    ``KEY[:DTYPE[:D0,D1,...]]``, e.g. ``images:float32:-1,128,128,3``.
+    """
+
+    key: str
+    dtype: str | None = None
+    shape: tuple[int, ...] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "TensorContract":
+        key, _, rest = text.partition(":")
+        dtype, _, shape = rest.partition(":")
+        if not key:
+            raise ConfigError(f"tensor contract {text!r}: expected KEY[:DTYPE[:D0,D1,...]]")
+        try:
+            dims = tuple(int(d) for d in shape.split(",")) if shape else None
+        except ValueError:
+            raise ConfigError(f"tensor contract {text!r}: shape must be comma-separated integers") from None
+        if dims is not None and any(d < -1 for d in dims):
+            raise ConfigError(f"tensor contract {text!r}: dimensions are sizes or -1")
+        return cls(key, dtype or None, dims)
+
+
+@dataclass(frozen=True)
+class SignatureContract:
+    """The signature every served version must have before it may become AVAILABLE.
+
+    With `inputs` given, the signature's inputs must be exactly those keys (clients send exactly
+    those); `outputs` must be present (others may be too). A version that does not satisfy the
+    contract ends in state END with the reason, and the version it would replace keeps serving.
+    """
+
+    name: str = "serving_default"
+    inputs: tuple[TensorContract, ...] = ()
+    outputs: tuple[TensorContract, ...] = ()
+
+
 @dataclass
 class PredictorConfig:
     """Everything `python -m serving.predictor` accepts; field names follow TF Serving's flags.
@@ -90,6 +162,8 @@ class PredictorConfig:
     the config file governs as soon as it exists and the base path serves until then: a local
     canary rollout can write `models.config` into a repository that is already being served.
     Port 0 binds a free port; the bound ports are logged and exposed by PredictorServer.
+    `required_signature` applies to every served model; None serves any loadable SavedModel.
+    `max_request_bytes` also bounds what a request's inputs may decode to, all inputs together.
     """
 
     model_name: str = "default"
@@ -107,6 +181,8 @@ class PredictorConfig:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     shutdown_grace_seconds: float = 5.0
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    required_signature: SignatureContract | None = field(default_factory=SignatureContract)
 
     def __post_init__(self) -> None:
         if self.model_base_path is None and self.model_config_file is None:
