@@ -6,8 +6,8 @@ BUDGET="--epochs 6 --steps-per-epoch 25 --batch-size 32 --lr 0.002 --schedule co
 ARCH="--depth 6 --width 16 --ir 1.4"
 run() { name=$1; shift; echo "== $name: python -m training_job $*"; /usr/bin/time -f "$name wall %e s" .venv/bin/python -m training_job "$@" > runs/logs/$name.log 2>&1; tail -1 runs/logs/$name.log; }
 cp -r $T/drishti $T/incr-noreplay; cp -r $T/drishti $T/incr-replay
-run incr-noreplay --mode incremental --base-version 1 --data $R --eval-data $D --out $T/incr-noreplay --epochs 3 --steps-per-epoch 25 --batch-size 32
-run incr-replay   --mode incremental --base-version 1 --data $R --eval-data $D --out $T/incr-replay --replay-fraction 0.5 --epochs 3 --steps-per-epoch 25 --batch-size 32
+run incr-noreplay --mode incremental --base-version 1 --data $R --eval-data $D --out $T/incr-noreplay --epochs 3 --steps-per-epoch 25 --batch-size 32 --force
+run incr-replay   --mode incremental --base-version 1 --data $R --eval-data $D --out $T/incr-replay --replay-fraction 0.5 --epochs 3 --steps-per-epoch 25 --batch-size 32 --force
 run rim      --data $R --eval-data $D --out $T/rim $ARCH $BUDGET
 run multi    --data $D,$R --out $T/multi $ARCH $BUDGET
 run arch-5-16-1.5 --data $D,$R --out $T/arch-5-16-1.5 --depth 5 --width 16 --ir 1.5 $BUDGET

@@ -9,8 +9,8 @@ run drishti  --data $D --eval-data $R --out $T/drishti $ARCH $BUDGET
 run rim      --data $R --eval-data $D --out $T/rim $ARCH $BUDGET
 run multi    --data $D,$R --out $T/multi $ARCH $BUDGET
 cp -r $T/drishti $T/incr-noreplay; cp -r $T/drishti $T/incr-replay
-run incr-noreplay --mode incremental --base-version 1 --data $R --eval-data $D --out $T/incr-noreplay --epochs 3 --steps-per-epoch 25 --batch-size 32
-run incr-replay   --mode incremental --base-version 1 --data $R --eval-data $D --out $T/incr-replay --replay-fraction 0.5 --epochs 3 --steps-per-epoch 25 --batch-size 32
+run incr-noreplay --mode incremental --base-version 1 --data $R --eval-data $D --out $T/incr-noreplay --epochs 3 --steps-per-epoch 25 --batch-size 32 --force
+run incr-replay   --mode incremental --base-version 1 --data $R --eval-data $D --out $T/incr-replay --replay-fraction 0.5 --epochs 3 --steps-per-epoch 25 --batch-size 32 --force
 run arch-5-16-1.5 --data $D,$R --out $T/arch-5-16-1.5 --depth 5 --width 16 --ir 1.5 $BUDGET
 run arch-6-40-1.1 --data $D,$R --out $T/arch-6-40-1.1 --depth 6 --width 40 --ir 1.1 $BUDGET
 echo done

@@ -13,10 +13,10 @@ from google.protobuf import wrappers_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
-from serving.predictor.errors import InvalidArgument, PredictorError, Unimplemented
+from serving.predictor.errors import InvalidArgument, PredictorError, Unimplemented, clip
 from serving.predictor.model_manager import ModelManager, ModelRef, ModelVersion
 from serving.predictor.prediction import PredictionCore
-from serving.predictor.tensors import fill_tensor_proto, to_ndarray
+from serving.predictor.tensors import decode_inputs, fill_tensor_proto
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,14 @@ def metadata_response(mv: ModelVersion) -> get_model_metadata_pb2.GetModelMetada
 
 
 def _grpc_errors(method):
-    """Turn PredictorErrors into gRPC status codes; anything else is INTERNAL (and logged)."""
+    """Turn PredictorErrors into gRPC status codes (messages clipped to fit a client's metadata
+    limit); anything else is INTERNAL (and logged)."""
     @functools.wraps(method)
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
         try:
             return await method(self, request, context)
         except PredictorError as exc:
-            await context.abort(exc.code, str(exc))
+            await context.abort(exc.code, clip(str(exc)))
         except Exception:
             log.exception("%s failed", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} failed; see server log")
@@ -69,17 +70,20 @@ def _grpc_errors(method):
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, core: PredictionCore, manager: ModelManager) -> None:
+    def __init__(self, core: PredictionCore, manager: ModelManager, max_input_bytes: int) -> None:
         self._core = core
         self._manager = manager
+        self._max_input_bytes = max_input_bytes
 
     @_grpc_errors
     async def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
         ref = model_ref(request.model_spec)
+        # Raw tensor_content decodes without a copy; value lists (float_val ...) are converted in a thread.
         prediction = await self._core.predict(
             ref, request.model_spec.signature_name,
-            lambda signature: {key: to_ndarray(tensor, key) for key, tensor in request.inputs.items()},
-            request.output_filter, api="grpc")
+            lambda signature: decode_inputs(request.inputs, self._max_input_bytes),
+            request.output_filter, api="grpc",
+            decode_in_thread=any(not tensor.tensor_content for tensor in request.inputs.values()))
         response = predict_pb2.PredictResponse()
         fill_model_spec(response.model_spec, ref.name, prediction.model_version, prediction.signature_name)
         for key, array in prediction.outputs.items():
@@ -133,7 +137,7 @@ def _health_handler(manager: ModelManager) -> grpc.GenericRpcHandler:
     """
     async def check(request: wrappers_pb2.StringValue, context) -> wrappers_pb2.Int32Value:
         if request.value not in _HEALTH_SERVICES:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.value!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, clip(f"unknown service {request.value!r}"))
         return wrappers_pb2.Int32Value(value=_SERVING if manager.is_ready() else _NOT_SERVING)
 
     return grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
@@ -142,8 +146,9 @@ def _health_handler(manager: ModelManager) -> grpc.GenericRpcHandler:
             response_serializer=wrappers_pb2.Int32Value.SerializeToString)})
 
 
-def add_services(server: grpc.aio.Server, core: PredictionCore, manager: ModelManager) -> None:
+def add_services(server: grpc.aio.Server, core: PredictionCore, manager: ModelManager,
+                 max_input_bytes: int) -> None:
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(core, manager), server)
+        PredictionServicer(core, manager, max_input_bytes), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
     server.add_generic_rpc_handlers((_health_handler(manager),))

@@ -70,12 +70,17 @@ class PredictorServer:
         log.info("Exporting HTTP/REST API at:%s:%d ...", config.host, self.rest_port)
 
     async def _serve_grpc(self, core: PredictionCore) -> None:
-        config = self.config
-        self._grpc = grpc.aio.server(options=[
+        config, limits = self.config, self.config.limits
+        self._grpc = grpc.aio.server(maximum_concurrent_rpcs=limits.grpc_max_concurrent_rpcs, options=[
             ("grpc.max_receive_message_length", config.max_request_bytes),
             ("grpc.max_send_message_length", -1),
+            ("grpc.max_metadata_size", limits.grpc_max_metadata_bytes),
+            ("grpc.max_concurrent_streams", limits.grpc_max_concurrent_streams),
+            ("grpc.keepalive_time_ms", int(limits.grpc_keepalive_time_s * 1000)),
+            ("grpc.keepalive_timeout_ms", int(limits.grpc_keepalive_timeout_s * 1000)),
+            ("grpc.max_connection_idle_ms", int(limits.grpc_max_connection_idle_s * 1000)),
         ])
-        add_services(self._grpc, core, self.manager)
+        add_services(self._grpc, core, self.manager, config.max_request_bytes)
         address = f"{_host(config.host)}:{config.grpc_port}"
         try:
             self.grpc_port = self._grpc.add_insecure_port(address)

@@ -180,7 +180,10 @@ def test_job_defaults(k8s_tools):
     spec = job["spec"]
     assert spec["backoffLimit"] == 2 and spec["activeDeadlineSeconds"] == 86400
     assert spec["ttlSecondsAfterFinished"] == 604800
-    assert spec["podFailurePolicy"]["rules"][0]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
+    fail_job, ignore = spec["podFailurePolicy"]["rules"]
+    assert fail_job == {"action": "FailJob", "onExitCodes": {"containerName": "train", "operator": "In",
+                                                             "values": [2, 3]}}  # settings, publish gate
+    assert ignore["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and "initContainers" not in pod
     train = container(pod, "train")
