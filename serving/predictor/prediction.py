@@ -2,6 +2,10 @@
 
 The protocols differ only in how inputs are decoded (TensorProto vs JSON, the latter needing the
 signature's dtypes) and how outputs are encoded; everything between lives here once.
+
+Float outputs holding NaN or Infinity are refused (downstream they would become silent empty
+masks): DATA_LOSS (HTTP 500), the model's fault, or INVALID_ARGUMENT when the inputs already held
+NaN or Infinity.
 """
 from __future__ import annotations
 
@@ -16,10 +20,10 @@ import numpy as np
 
 from serving.predictor.batching import Batcher
 from serving.predictor.config import BatchingConfig
-from serving.predictor.errors import PredictorError
+from serving.predictor.errors import DataLoss, InvalidArgument, PredictorError
 from serving.predictor.metrics import UNKNOWN_MODEL, PredictorMetrics
 from serving.predictor.model_manager import ModelManager, ModelRef, ModelVersion
-from serving.predictor.servable import Signature
+from serving.predictor.servable import Signature, all_finite
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,9 @@ class PredictionCore:
                           if decode_in_thread else decode(signature))
                 signature.validate(inputs)
                 outputs = await self._run(mv, signature, inputs)
-                return Prediction(mv.version, signature.name, {key: outputs[key] for key in wanted})
+                selected = {key: outputs[key] for key in wanted}
+                _check_finite(mv.version, inputs, selected)
+                return Prediction(mv.version, signature.name, selected)
         except PredictorError as exc:
             status = exc.code.name
             raise
@@ -84,3 +90,13 @@ class PredictionCore:
             key = (signature, tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(inputs.items())))
             return await self._batcher.submit(key, run, inputs, rows)
         return await asyncio.get_running_loop().run_in_executor(self._executor, run, inputs)
+
+
+def _check_finite(version: int, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
+    bad = [key for key, value in outputs.items() if not all_finite(value)]
+    if not bad:
+        return
+    if not all(all_finite(value) for value in inputs.values()):
+        raise InvalidArgument(f"the inputs hold NaN or Infinity, and model version {version} produced "
+                              f"non-finite outputs ({', '.join(bad)})")
+    raise DataLoss(f"model version {version} produced non-finite outputs ({', '.join(bad)})")

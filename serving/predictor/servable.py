@@ -12,6 +12,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from serving.predictor.config import MiB, SignatureContract, TensorContract
 from serving.predictor.errors import FailedPrecondition, InvalidArgument, PredictorError
 from serving.predictor.tensors import dtype_name, numpy_dtype
 
@@ -19,6 +20,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
 SERVING_TAG = "serve"
+
+
+class CannotServe(ValueError):
+    """A loadable version that would fail requests (contract not met, warm-up failed): never AVAILABLE."""
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """False when a float array holds NaN or Infinity (other dtypes always pass); one vectorised pass."""
+    return array.dtype.kind not in "fc" or bool(np.isfinite(array).all())
 
 
 @dataclass(frozen=True)
@@ -49,13 +59,42 @@ class TensorSpec:
                 f"input '{self.key}' has shape {list(array.shape)} but the signature expects "
                 f"{list(self.shape)} (-1 = any size)")
 
-    def dummy(self) -> np.ndarray | None:
-        """A one-example zero input for warm-up, or None when the shape is unknown."""
+    def dummy(self, max_bytes: int) -> np.ndarray | None:
+        """A one-example zero input for warm-up, or None when the shape is unknown.
+
+        Larger than `max_bytes` (the request limit) no request could carry it: CannotServe.
+        """
         if self.shape is None:
             return None
         shape = tuple(1 if size < 0 else size for size in self.shape)
+        if int(np.prod(shape, dtype=object)) * self.numpy_dtype.itemsize > max_bytes:
+            raise CannotServe(f"one example of input '{self.key}' {list(self.shape)} is larger than the "
+                              f"request limit of {max_bytes} bytes")
         return np.zeros(shape, dtype=self.numpy_dtype) if self.numpy_dtype != object \
             else np.full(shape, b"", dtype=object)
+
+    def problem(self, want: TensorContract, is_input: bool) -> str | None:
+        """How this tensor falls short of `want`, or None. An input must accept every shape the
+        contract allows (its -1 stays -1); an output may be less specific than the contract."""
+        import tensorflow as tf
+
+        have = f"{tf.as_dtype(self.dtype).name} {list(self.shape) if self.shape is not None else 'of any rank'}"
+        if want.dtype is not None and tf.as_dtype(want.dtype).as_datatype_enum != self.dtype:
+            return f"'{self.key}' is {have}, not {want.dtype}"
+        if want.shape is None or self.shape is None:
+            return None
+        fits = _dim_fits_input if is_input else _dim_fits_output
+        if len(self.shape) == len(want.shape) and all(map(fits, self.shape, want.shape)):
+            return None
+        return f"'{self.key}' is {have}, not {list(want.shape)} (-1 = any size)"
+
+
+def _dim_fits_input(got: int, wanted: int) -> bool:
+    return got == -1 or got == wanted
+
+
+def _dim_fits_output(got: int, wanted: int) -> bool:
+    return got == -1 or wanted == -1 or got == wanted
 
 
 class Signature:
@@ -121,8 +160,10 @@ class Servable:
                            for name, function in loaded.signatures.items() if name in signature_defs}
 
     @classmethod
-    def load(cls, path: str | Path, warm_up: bool = True) -> "Servable":
-        """Load and warm up one version directory; raises on anything broken (caller marks it failed)."""
+    def load(cls, path: str | Path, warm_up: bool = True, contract: SignatureContract | None = None,
+             max_input_bytes: int = 64 * MiB) -> "Servable":
+        """Load, check against `contract` and warm up one version directory; raises on anything
+        broken or unservable (the caller marks the version failed)."""
         import tensorflow as tf
         from tensorflow.core.protobuf import saved_model_pb2
 
@@ -133,9 +174,31 @@ class Servable:
         if meta_graph is None:
             raise ValueError(f"{path} has no MetaGraphDef tagged '{SERVING_TAG}'")
         servable = cls(path, meta_graph.signature_def, tf.saved_model.load(str(path), tags=[SERVING_TAG]))
+        if contract is not None:
+            servable.check(contract)
         if warm_up:
-            servable.warm_up()
+            servable.warm_up(contract.name if contract is not None else DEFAULT_SIGNATURE, max_input_bytes)
         return servable
+
+    def check(self, contract: SignatureContract) -> None:
+        """Raise CannotServe unless the signature `contract` describes is here and callable as described."""
+        signature = self.signatures.get(contract.name)
+        if signature is None:
+            raise CannotServe(f'the required signature "{contract.name}" is missing '
+                              f"(signatures: {', '.join(sorted(self.signatures)) or 'none'})")
+        wrong = []
+        if contract.inputs and signature.inputs.keys() != {t.key for t in contract.inputs}:
+            wrong.append(f"inputs are {{{','.join(sorted(signature.inputs))}}}, not "
+                         f"{{{','.join(sorted(t.key for t in contract.inputs))}}}")
+        for tensors, wants, is_input in ((signature.inputs, contract.inputs, True),
+                                         (signature.outputs, contract.outputs, False)):
+            for want in wants:
+                if want.key not in tensors:
+                    wrong.append(f"{'input' if is_input else 'output'} '{want.key}' is missing")
+                elif (problem := tensors[want.key].problem(want, is_input)) is not None:
+                    wrong.append(f"{'input' if is_input else 'output'} {problem}")
+        if wrong:
+            raise CannotServe(f'signature "{contract.name}" does not match the required one: {"; ".join(wrong)}')
 
     def signature(self, name: str) -> Signature:
         name = name or DEFAULT_SIGNATURE
@@ -151,11 +214,19 @@ class Servable:
             result.signature_def[name].CopyFrom(signature_def)
         return result
 
-    def warm_up(self) -> None:
-        """One dummy predict, so the first real request does not pay for tracing/allocation."""
-        signature = self.signatures.get(DEFAULT_SIGNATURE)
+    def warm_up(self, name: str = DEFAULT_SIGNATURE, max_input_bytes: int = 64 * MiB) -> None:
+        """One zero-input predict, so the first real request does not pay for tracing/allocation and
+        a version that fails it, or answers NaN/Infinity, is never served (skipped when a shape is unknown)."""
+        signature = self.signatures.get(name)
         if signature is None:
             return
-        dummies = {key: spec.dummy() for key, spec in signature.inputs.items()}
-        if all(value is not None for value in dummies.values()):
-            signature.run(dummies)
+        dummies = {key: spec.dummy(max_input_bytes) for key, spec in signature.inputs.items()}
+        if any(value is None for value in dummies.values()):
+            return
+        try:
+            outputs = signature.run(dummies)
+        except PredictorError as exc:
+            raise CannotServe(f'warm-up predict on signature "{name}" failed: {exc}') from exc
+        bad = sorted(key for key, value in outputs.items() if not all_finite(value))
+        if bad:
+            raise CannotServe(f'warm-up predict on signature "{name}" produced non-finite outputs: {", ".join(bad)}')
