@@ -1,13 +1,17 @@
 """Model versions over time: poll the repository, load in the background, swap without dropping requests.
 
 Like TF Serving's file-system source + availability-preserving policy:
-- a version is a numeric directory holding saved_model.pb (anything else is ignored);
+- a version is a directory named by an int64 (TF Serving's version type) holding saved_model.pb;
+  anything else is ignored (digit names beyond int64 are logged once);
 - the version policy (latest N / all / specific) plus label targets pick the versions to serve;
-- a new version is loaded and warmed up off the event loop, and serves only once AVAILABLE;
+- a new version is loaded, checked against the required signature and warmed up off the event
+  loop, and serves only once AVAILABLE;
 - a version leaves only after something it was replaced by is AVAILABLE, and is dropped only
   when its in-flight requests have finished;
-- a version that fails to load is reported (state END + error) and not retried until its
-  saved_model.pb changes; the policy then falls back to the versions that do load.
+- a version that fails to load (or cannot serve) is reported (state END + error) and retried when
+  any of its files change (names, sizes, mtimes of its top level and variables/), so a `cp -r`
+  that lands saved_model.pb before variables/ loads once the copy is complete; a version whose
+  files change while it loads is not served. The policy falls back to the versions that do load.
 Labels move to a new target once that target is AVAILABLE; until then they keep pointing at the
 previous version, which stays loaded while labelled.
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import os
 import time
@@ -27,12 +32,50 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from serving.predictor.config import ConfigError, ModelConfig, PredictorConfig
-from serving.predictor.errors import InvalidArgument, NotFound
+from serving.predictor.errors import InvalidArgument, NotFound, clip
 from serving.predictor.servable import Servable
 
 log = logging.getLogger(__name__)
 
-Fingerprint = tuple[int, int, int]
+Fingerprint = tuple[tuple, ...]
+INT64_MAX = 2 ** 63 - 1
+MAX_NAME_CHARS = 1024  # model names and version labels in requests; longer ones are refused
+
+
+def version_number(text: str) -> int | None:
+    """The version a directory name or URL part stands for: ASCII digits within int64, else None."""
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 19:
+        return None
+    number = int(text)
+    return number if number <= INT64_MAX else None
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    """What changes while a version is being written: names, inodes, sizes and mtimes of its top
+    level and variables/ (a few stat calls, cheap enough for every poll of a failed version)."""
+    parts = []
+    for sub in ("", "variables"):
+        try:
+            with os.scandir(path / sub) as entries:
+                for entry in entries:
+                    try:
+                        stat = entry.stat()
+                        parts.append((sub, entry.name, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+                    except OSError:  # e.g. a dangling link: its name still counts
+                        parts.append((sub, entry.name))
+        except OSError:
+            parts.append((sub,))
+    return tuple(sorted(parts))
+
+
+class WorkerPool(ThreadPoolExecutor):
+    """A thread pool that says whether it was shut down (liveness needs to know)."""
+
+    closed = False
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.closed = True
+        super().shutdown(wait, cancel_futures=cancel_futures)
 
 
 class State(enum.IntEnum):
@@ -52,6 +95,14 @@ class ModelRef:
     name: str
     version: int | None = None
     label: str | None = None
+
+    def __post_init__(self) -> None:
+        for what, text in (("model name", self.name), ("version label", self.label)):
+            if text is not None and len(text) > MAX_NAME_CHARS:
+                raise InvalidArgument(f"{what} is {len(text)} characters long; at most {MAX_NAME_CHARS} "
+                                      "are accepted")
+        if self.version is not None and not -INT64_MAX - 1 <= self.version <= INT64_MAX:
+            raise InvalidArgument("model version must be a 64-bit integer")
 
     def __str__(self) -> str:  # TF Serving's wording in NOT_FOUND messages
         if self.version is not None:
@@ -81,6 +132,7 @@ class _Model:
     labels: dict[str, int] = field(default_factory=dict)  # labels in effect (targets AVAILABLE)
     removed: bool = False
     missing_warned: bool = False
+    ignored: set[str] = field(default_factory=set)  # directory names already logged as not versions
 
     def available(self, version: int | None) -> bool:
         mv = self.versions.get(version)
@@ -90,13 +142,14 @@ class _Model:
 class ModelManager:
     """Owns every model version's lifecycle; request handlers only `lease` AVAILABLE versions."""
 
-    def __init__(self, config: PredictorConfig,
-                 load: Callable[[Path], Servable] = Servable.load) -> None:
+    def __init__(self, config: PredictorConfig, load: Callable[[Path], Servable] | None = None) -> None:
         self._config = config
-        self._load_fn = load
+        self._load_fn = load or functools.partial(Servable.load, contract=config.required_signature,
+                                                  max_input_bytes=config.max_request_bytes)
         self._models: dict[str, _Model] = {}
-        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
+        self._loader = WorkerPool(1, thread_name_prefix="model-loader")
         self._tasks: set[asyncio.Task] = set()
+        self._poller: asyncio.Task | None = None
         self._config_read_at: float | None = None
         self._last_config_error = ""
         self._closing = False
@@ -141,6 +194,7 @@ class ModelManager:
 
     async def run(self) -> None:
         """Poll forever (TF Serving's --file_system_poll_wait_seconds; <= 0 polls once)."""
+        self._poller = asyncio.current_task()
         while True:
             try:
                 self.poll()
@@ -156,40 +210,43 @@ class ModelManager:
         for model in list(self._models.values()):
             self._reconcile(model)
 
-    def _scan(self, model: _Model) -> dict[int, tuple[Path, Fingerprint]]:
+    def _scan(self, model: _Model) -> dict[int, Path]:
         base = model.config.base_path
         try:
-            entries = list(os.scandir(base))
+            with os.scandir(base) as listing:
+                names = sorted((entry.name for entry in listing), key=lambda n: (len(n), n))  # '7' before '007'
         except OSError as exc:
             if not model.missing_warned:
                 log.warning("No versions of model %s found under %s: %s", model.config.name, base, exc)
                 model.missing_warned = True
             return {}
-        found: dict[int, tuple[Path, Fingerprint]] = {}
-        for entry in entries:
-            if not (entry.name.isascii() and entry.name.isdigit()):
-                continue  # '.tmp-3', 'latest', README ... are not versions
-            try:
-                stat = os.stat(os.path.join(entry.path, "saved_model.pb"))
-            except OSError:
-                continue  # not (yet) a complete version
-            found[int(entry.name)] = (Path(entry.path), (stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        found: dict[int, Path] = {}
+        for name in names:
+            version = version_number(name)
+            if version is None or version in found:
+                # '.tmp-3', 'latest', README ... are silently not versions; digit names deserve a word, once.
+                if name.isascii() and name.isdigit() and name not in model.ignored:
+                    model.ignored.add(name)
+                    why = "versions must fit in int64" if version is None else "another name for the same version"
+                    log.warning("Ignoring %s/%s: %s", base, clip(name, 60), why)
+                continue
+            if os.path.isfile(os.path.join(base, name, "saved_model.pb")):  # else not (yet) a version
+                found[version] = Path(base, name)
         return found
 
     def _reconcile(self, model: _Model) -> None:
         if self._closing:
             return
         on_disk = {} if model.removed else self._scan(model)
-        usable = {v for v, (_, fingerprint) in on_disk.items()
-                  if not self._failed_before(model.versions.get(v), fingerprint)}
+        usable = {v for v, path in on_disk.items() if not self._failed_before(model.versions.get(v), path)}
         aspired = model.config.version_policy.select(usable)
         aspired |= set(model.config.version_labels.values()) & usable
         for version in sorted(aspired, reverse=True):
             current = model.versions.get(version)
             if current is None or current.state == State.END:
-                path, fingerprint = on_disk[version]
+                path = on_disk[version]
                 mv = model.versions[version] = ModelVersion(model.config.name, version, path,
-                                                            fingerprint=fingerprint)
+                                                            fingerprint=fingerprint(path))
                 self._spawn(self._load(model, mv))
         self._move_labels(model)
         settled = all(model.versions[v].state in (State.AVAILABLE, State.END) for v in aspired)
@@ -204,8 +261,10 @@ class ModelManager:
             self._models.pop(model.config.name, None)
 
     @staticmethod
-    def _failed_before(mv: ModelVersion | None, fingerprint: Fingerprint) -> bool:
-        return mv is not None and mv.state == State.END and bool(mv.error) and mv.fingerprint == fingerprint
+    def _failed_before(mv: ModelVersion | None, path: Path) -> bool:
+        """Failed, and none of its files changed since: retrying would fail the same way."""
+        return (mv is not None and mv.state == State.END and bool(mv.error)
+                and mv.path == path and mv.fingerprint == fingerprint(path))
 
     def _move_labels(self, model: _Model) -> None:
         labels = {}
@@ -228,17 +287,24 @@ class ModelManager:
         log.info("Loading servable version {name: %s version: %d} from %s", mv.model, mv.version, mv.path)
         started = time.monotonic()
         try:
-            mv.servable = await asyncio.get_running_loop().run_in_executor(
-                self._loader, self._load_fn, mv.path)
+            mv.servable = await asyncio.get_running_loop().run_in_executor(self._loader, self._load_unchanged, mv)
         except Exception as exc:
             mv.state, mv.error = State.END, _one_line(exc)
             log.error("Failed to load servable version {name: %s version: %d}: %s (kept out of service "
-                      "until its saved_model.pb changes)", mv.model, mv.version, mv.error)
+                      "until its files change)", mv.model, mv.version, mv.error)
         else:
             mv.state = State.AVAILABLE
             log.info("Successfully loaded servable version {name: %s version: %d} in %.2fs",
                      mv.model, mv.version, time.monotonic() - started)
         self._reconcile(model)
+
+    def _load_unchanged(self, mv: ModelVersion) -> Servable:
+        """Load in the loader thread; refuse the result if the files changed meanwhile (a copy in progress)."""
+        servable = self._load_fn(mv.path)
+        if fingerprint(mv.path) != mv.fingerprint:
+            raise RuntimeError("its files changed while it was loading (still being written?); "
+                               "it is loaded again once they change no more")
+        return servable
 
     async def _unload(self, model: _Model, mv: ModelVersion) -> None:
         log.info("Unloading servable version {name: %s version: %d} after %d in-flight requests",
@@ -324,7 +390,19 @@ class ModelManager:
         snapshot = self.snapshot()
         return bool(snapshot) and all(State.AVAILABLE in states.values() for states in snapshot.values())
 
+    def problems(self) -> list[str]:
+        """Why models can no longer be loaded or replaced (empty while all is well); for liveness."""
+        found = []
+        task = self._poller
+        if task is not None and task.done() and (
+                task.cancelled() or task.exception() is not None or self._config.file_system_poll_wait_seconds > 0):
+            found.append("the model repository is no longer polled")
+        if self._loader.closed:
+            found.append("the model loader is shut down")
+        return found
+
 
 def _one_line(exc: Exception) -> str:
+    """An exception as one line of valid UTF-8 (status protos reject lone surrogates from file names)."""
     text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:500]}" if text else type(exc).__name__
+    return clip(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, 500)
