@@ -36,11 +36,20 @@ Gaps and differences
 - Labels: TF Serving rejects a label pointing at a version that is not loaded; here the target is
   loaded (even outside the version policy) and the label moves once it is AVAILABLE, the previous
   target staying loaded while it is labelled.
-- A version that fails to load is reported (state END, error) and not retried until its
-  saved_model.pb changes (TF Serving retries --max_num_load_retries times); the "latest" policy then
-  serves the newest version that loads.
-- Warm-up is one zero-input predict on serving_default; assets.extra/tf_serving_warmup_requests
-  is not read.
+- A version that fails to load is reported (state END, error) and retried when any of its files
+  change (top level and variables/: a `cp -r` still copying); TF Serving retries
+  --max_num_load_retries times. The "latest" policy then serves the newest version that loads.
+- A version must have the required signature (--required_signature, default serving_default;
+  --required_input/--required_output pin keys, dtypes and shapes) and pass warm-up (one
+  zero-input predict on that signature, finite outputs) before it serves; TF Serving serves any
+  SavedModel. assets.extra/tf_serving_warmup_requests is not read.
+- Float outputs holding NaN/Infinity are refused: gRPC DATA_LOSS, REST 500 (TF Serving returns them).
+- Hostile input is refused before it costs memory: TensorProto shapes are checked against their
+  payload (TF's padding of short value lists only while the inputs decode to at most
+  --max_request_bytes), JSON must be strict and hold at most --rest_max_json_values values,
+  model names and labels are at most 1024 characters, versions must fit in int64, error
+  messages are clipped to 1000 bytes. Server limits (--grpc_max_concurrent_rpcs,
+  --rest_body_timeout_s, ...: see ServerLimits) bound what one client can hold.
 - Batching: requests merge only when their non-batch shapes match; no padding
   (pad_variable_length_inputs), no allowed_batch_sizes, and a request larger than max_batch_size
   runs as its own batch instead of being split or rejected.
@@ -49,7 +58,8 @@ Gaps and differences
   gRPC RESOURCE_EXHAUSTED; TF Serving's gRPC limit is unlimited).
 - Not supported: TLS (--ssl_config_file), request logging, --monitoring_config_file,
   --platform_config_file, custom metadata fields other than signature_def, TFLite.
-- Extras TF Serving lacks: /healthz, /readyz, grpc.health.v1.Health/Check.
+- Extras TF Serving lacks: /healthz (503 once the process cannot serve: repository polling or a
+  worker pool died), /readyz, grpc.health.v1.Health/Check.
 """
 from serving.predictor.config import BatchingConfig, ConfigError, ModelConfig, PredictorConfig, VersionPolicy
 

@@ -3,6 +3,13 @@
 
 JSON numbers are converted to the dtype the signature declares (as TF Serving does), so a REST
 client never has to care about float32 vs float64.
+
+Hostile bodies get 4xx, never a 500 or a memory blow-up: JSON is strict (no NaN/Infinity, no
+numbers outside the input's dtype), nesting deeper than the recursion limit is a parse error, and
+a body holding more JSON values than `max_values` is refused (413) before it is parsed, because
+parsed JSON costs up to ~70 bytes of Python objects per value. Values are counted from the
+structural bytes (`,` `[` `{`): an upper bound (commas inside strings count too) that costs three
+bytes.count() calls.
 """
 from __future__ import annotations
 
@@ -14,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from serving.predictor.errors import InvalidArgument
+from serving.predictor.errors import InvalidArgument, RequestTooLarge
 from serving.predictor.servable import Signature
-from serving.predictor.tensors import dtype_name
+from serving.predictor.tensors import MAX_RANK, dtype_name
 
 
 @dataclass
@@ -26,11 +33,17 @@ class RestPredictRequest:
     payload: Any
 
     @classmethod
-    def parse(cls, body: bytes) -> "RestPredictRequest":
+    def parse(cls, body: bytes, max_values: int) -> "RestPredictRequest":
+        values = body.count(b",") + 2 * (body.count(b"[") + body.count(b"{")) + 1
+        if values > max_values:
+            raise RequestTooLarge(f"the request body holds up to {values} JSON values; at most {max_values} "
+                                  "are accepted (send large tensors over gRPC, or split the request)")
         try:
-            document = json.loads(body)
+            document = json.loads(body, parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidArgument(f"JSON Parse error: {exc}") from None
+        except RecursionError:
+            raise InvalidArgument("JSON Parse error: the document is nested too deeply") from None
         if not isinstance(document, dict):
             raise InvalidArgument("JSON Value: request body must be a JSON object")
         has_rows, has_columns = "instances" in document, "inputs" in document
@@ -100,17 +113,24 @@ def _to_array(key: str, value: Any, signature: Signature) -> np.ndarray:
         return np.empty(0)  # Signature.validate reports unknown inputs with TF Serving's message
     try:
         if spec.numpy_dtype == object:
-            return np.array(_decode_strings(value), dtype=object)
-        return np.asarray(value, dtype=spec.numpy_dtype)
-    except (ValueError, TypeError, binascii.Error) as exc:
+            return np.array(_decode_strings(value, 0), dtype=object)
+        with np.errstate(over="raise"):  # 1e39 as float32 is a client error, not a silent Infinity
+            return np.asarray(value, dtype=spec.numpy_dtype)
+    except (ValueError, TypeError, ArithmeticError, binascii.Error) as exc:
         raise InvalidArgument(f"input '{key}': cannot read JSON as {dtype_name(spec.dtype)}: {exc}") from None
 
 
-def _decode_strings(value: Any) -> Any:
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def _decode_strings(value: Any, depth: int) -> Any:
     if _is_b64(value):
         return base64.b64decode(value["b64"], validate=True)
     if isinstance(value, list):
-        return [_decode_strings(item) for item in value]
+        if depth >= MAX_RANK:
+            raise ValueError(f"more than {MAX_RANK} nested arrays")
+        return [_decode_strings(item, depth + 1) for item in value]
     if isinstance(value, str):
         return value.encode()
     raise TypeError(f"expected a string or {{'b64': ...}}, got {type(value).__name__}")

@@ -7,7 +7,8 @@ Three ways to run it:
 
 Ports are bound before start() returns (port 0 picks a free one; see `grpc_port`/`rest_port`), and
 two TF Serving-style log lines announce them. Readiness (every model has an AVAILABLE version) is
-`server.ready`, `wait_until_ready()`, or GET /readyz on the REST port.
+`server.ready`, `wait_until_ready()`, or GET /readyz on the REST port; liveness (`liveness()`,
+GET /healthz) fails once the process can no longer serve at all.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from aiohttp import web
@@ -24,9 +24,9 @@ from aiohttp import web
 from serving.predictor.config import ConfigError, PredictorConfig
 from serving.predictor.grpc_service import add_services
 from serving.predictor.metrics import PredictorMetrics
-from serving.predictor.model_manager import ModelManager
+from serving.predictor.model_manager import ModelManager, WorkerPool
 from serving.predictor.prediction import PredictionCore
-from serving.predictor.rest_api import RestApi
+from serving.predictor.rest_api import RestApi, http_log
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class PredictorServer:
         self.manager = ModelManager(config)
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: WorkerPool | None = None
         self._grpc: grpc.aio.Server | None = None
         self._rest: web.AppRunner | None = None
         self._poller: asyncio.Task | None = None
@@ -54,9 +54,10 @@ class PredictorServer:
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         _configure_tensorflow(config)
+        _check_contract_dtypes(config)
         self.manager.read_config()
         self.metrics.watch(self.manager)
-        self._executor = ThreadPoolExecutor(config.model_threads, thread_name_prefix="predict")
+        self._executor = WorkerPool(config.model_threads, thread_name_prefix="predict")
         core = PredictionCore(self.manager, self._executor, self.metrics, config.batching)
 
         try:
@@ -89,10 +90,13 @@ class PredictorServer:
         await self._grpc.start()
 
     async def _serve_rest(self, core: PredictionCore) -> None:
-        config = self.config
-        app = RestApi(core, self.manager, self.metrics).app(config.max_request_bytes)
-        self._rest = web.AppRunner(app, access_log=None, handle_signals=False,
-                                   shutdown_timeout=config.shutdown_grace_seconds)
+        config, limits = self.config, self.config.limits
+        app = RestApi(core, self.manager, self.metrics, limits, self.liveness).app(config.max_request_bytes)
+        self._rest = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=config.shutdown_grace_seconds,
+            handler_cancellation=True, logger=http_log,  # a client that hangs up frees its slot at once
+            max_line_size=limits.rest_max_line_bytes, max_field_size=limits.rest_max_field_bytes,
+            max_headers=limits.rest_max_headers, keepalive_timeout=limits.rest_keepalive_timeout_s)
         await self._rest.setup()
         site = web.TCPSite(self._rest, config.host, config.rest_api_port)
         try:
@@ -136,6 +140,13 @@ class PredictorServer:
     @property
     def ready(self) -> bool:
         return self.manager.is_ready()
+
+    def liveness(self) -> list[str]:
+        """Why this process can no longer serve (empty while it can); GET /healthz answers 503 then."""
+        problems = self.manager.problems()
+        if self._executor is not None and self._executor.closed:
+            problems.append("the predict worker pool is shut down")
+        return problems
 
     def run(self) -> None:
         """Serve in this thread until SIGTERM/SIGINT."""
@@ -194,6 +205,19 @@ class PredictorServer:
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _check_contract_dtypes(config: PredictorConfig) -> None:
+    """A misspelt dtype in the required signature is a start-up error, not a failure of every version."""
+    import tensorflow as tf
+
+    contract = config.required_signature
+    for tensor in () if contract is None else (*contract.inputs, *contract.outputs):
+        if tensor.dtype is not None:
+            try:
+                tf.as_dtype(tensor.dtype)
+            except TypeError:
+                raise ConfigError(f"required signature: {tensor.key}: unknown dtype {tensor.dtype!r}") from None
 
 
 def _configure_tensorflow(config: PredictorConfig) -> None:
