@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from serving.predictor.config import BatchingConfig, ConfigError, PredictorConfig
+from serving.predictor.config import (BatchingConfig, ConfigError, PredictorConfig, ServerLimits, SignatureContract,
+                                      TensorContract)
 
 
 def _bool(text: str) -> bool:
@@ -52,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
          help="largest accepted request body / gRPC message")
     flag("model_threads", type=int, default=defaults["model_threads"].default,
          help="worker threads running model calls")
+    for name, value in vars(ServerLimits()).items():
+        flag(name, type=type(value), default=None, help=f"server limit (default {value})")
+    contract = SignatureContract()
+    flag("required_signature", default=contract.name,
+         help="signature every version must have before it serves ('' serves any loadable SavedModel)")
+    flag("required_input", type=TensorContract.parse, action="append", default=[], metavar="KEY[:DTYPE[:SHAPE]]",
+         help="an input of the required signature, e.g. images:float32:-1,128,128,3 (repeatable; "
+              "given any, the inputs must be exactly these)")
+    flag("required_output", type=TensorContract.parse, action="append", default=[], metavar="KEY[:DTYPE[:SHAPE]]",
+         help="an output the required signature must have, e.g. disc_probability:float32 (repeatable)")
     flag("tensorflow_intra_op_parallelism", type=int, default=0)
     flag("tensorflow_inter_op_parallelism", type=int, default=0)
     flag("log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -67,6 +78,14 @@ def config_from_args(args: argparse.Namespace) -> PredictorConfig:
             if getattr(args, name) is not None:  # explicit flags win over the file
                 setattr(batching, name, getattr(args, name))
         batching.__post_init__()
+    limits = ServerLimits(**{name: getattr(args, name) for name in vars(ServerLimits())
+                             if getattr(args, name) is not None})
+    if args.required_signature:
+        contract = SignatureContract(args.required_signature, tuple(args.required_input), tuple(args.required_output))
+    elif args.required_input or args.required_output:
+        raise ConfigError("--required_input and --required_output need a --required_signature")
+    else:
+        contract = None
     return PredictorConfig(
         model_name=args.model_name,
         model_base_path=args.model_base_path,
@@ -81,6 +100,8 @@ def config_from_args(args: argparse.Namespace) -> PredictorConfig:
         model_threads=args.model_threads,
         tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
         tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+        limits=limits,
+        required_signature=contract,
     )
 
 

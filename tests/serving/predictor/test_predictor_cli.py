@@ -82,6 +82,37 @@ def test_bad_model_config_files_are_config_errors(tmp_path, text):
         read_model_config_file(path)
 
 
+def test_limit_and_contract_flags(tmp_path):
+    from serving.predictor.config import ServerLimits, SignatureContract, TensorContract
+
+    config = parse("--model_base_path", str(tmp_path), "--rest-body-timeout-s", "5",
+                   "--grpc_max_concurrent_rpcs", "8", "--required_input", "images:float32:-1,128,128,3",
+                   "--required_output", "disc_probability")
+    assert config.limits == ServerLimits(rest_body_timeout_s=5.0, grpc_max_concurrent_rpcs=8)
+    assert config.required_signature == SignatureContract(
+        "serving_default", (TensorContract("images", "float32", (-1, 128, 128, 3)),),
+        (TensorContract("disc_probability"),))
+    assert parse("--model_base_path", str(tmp_path)).required_signature == SignatureContract()
+    assert parse("--model_base_path", str(tmp_path), "--required_signature", "").required_signature is None
+    with pytest.raises(ConfigError, match="rest_max_headers must be > 0"):
+        parse("--model_base_path", str(tmp_path), "--rest_max_headers", "0")
+    with pytest.raises(ConfigError, match="need a --required_signature"):
+        parse("--model_base_path", str(tmp_path), "--required_signature", "", "--required_output", "x")
+    with pytest.raises(ConfigError, match="dimensions are sizes or -1"):
+        TensorContract.parse("images:float32:-2,3")
+
+
+def test_a_misspelt_contract_dtype_stops_the_start(tmp_path):
+    from serving.predictor.config import SignatureContract, TensorContract
+    from serving.predictor.server import PredictorServer
+
+    contract = SignatureContract(inputs=(TensorContract("images", "flaot32"),))
+    config = PredictorConfig(model_base_path=tmp_path, grpc_port=0, rest_api_port=0, host="127.0.0.1",
+                             required_signature=contract)
+    with pytest.raises(ConfigError, match="unknown dtype 'flaot32'"):
+        PredictorServer(config).start_in_background()
+
+
 def test_a_model_source_is_required_and_the_config_file_wins_once_it_exists(tmp_path):
     with pytest.raises(ConfigError):
         PredictorConfig()
