@@ -1,4 +1,4 @@
-"""`fundus-seg serve | segment | benchmark` (and `rollout`, registered from serving.rollout_cli).
+"""`fundus-seg serve | segment | benchmark` (and `rollout`, registered from serving.rollout.cli).
 
 Heavy imports (TensorFlow, KServe, gRPC) happen inside the commands, so `fundus-seg --help` stays fast.
 """
@@ -60,11 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_rollout(subparsers: argparse._SubParsersAction) -> None:
-    """`fundus-seg rollout ...` lives in serving.rollout_cli (built separately; optional here)."""
+    """`fundus-seg rollout ...` lives in serving.rollout.cli (built separately; optional here)."""
     try:
-        module = importlib.import_module("serving.rollout_cli")
+        module = importlib.import_module("serving.rollout.cli")
     except ModuleNotFoundError as exc:
-        if exc.name != "serving.rollout_cli":
+        if exc.name != "serving.rollout.cli":
             raise
         return
     module.register(subparsers)

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serving import rollout, rollout_cli
+from serving import rollout
+from serving.rollout import cli as rollout_cli
 from serving.rollout import GateFailed, RolloutError, RolloutState, compare_metrics
-from serving.rollout_kserve import KServeTarget
-from serving.rollout_local import LocalTarget
+from serving.rollout.kserve import KServeTarget
+from serving.rollout.local import LocalTarget
 from test_rollout_fakeapi import kube_api, kube_api_client  # noqa: F401 (kube_api is a fixture)
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """The one-machine rollout target: TF Serving version labels plus a percent for the transformer.
 
-Writes the two files described in ``serving/rollout.py`` into the model repository root:
+Writes the two files described in ``serving/rollout/__init__.py`` into the model repository root:
 ``models.config`` (TF Serving ``ModelServerConfig``; the model's entry pins the stable and canary
 versions and labels them ``stable``/``canary``; other models' entries are kept) and
 ``rollout.json`` (``stable``, ``canary``, ``canary_percent`` for the transformer's split). Each is
@@ -29,7 +29,7 @@ from serving.rollout import RolloutError, RolloutState, dumps_record, parse_reco
 MODELS_CONFIG = "models.config"
 ROLLOUT_JSON = "rollout.json"
 STABLE_LABEL, CANARY_LABEL = "stable", "canary"
-HEADER = ("# Written by `fundus-seg rollout` (serving/rollout_local.py): the stable and canary\n"
+HEADER = ("# Written by `fundus-seg rollout` (serving/rollout/local.py): the stable and canary\n"
           "# versions of each model, as TF Serving version labels. Edit with the CLI.\n")
 
 

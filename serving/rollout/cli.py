@@ -109,12 +109,12 @@ def default_namespace(kubeconfig: str | None, context: str | None) -> str:
 
 def target_from_args(args: argparse.Namespace):
     if args.local:
-        from serving.rollout_local import LocalTarget
+        from serving.rollout.local import LocalTarget
 
         if args.model_repo:
             raise RolloutError("--local is the model repository; drop --model-repo")
         return LocalTarget(args.local, args.model_name or "optic-disc")
-    from serving.rollout_kserve import KServeTarget
+    from serving.rollout.kserve import KServeTarget
 
     namespace = args.namespace or default_namespace(args.kubeconfig, args.context)
     return KServeTarget(kube_api_client(args.kubeconfig, args.context), args.isvc, namespace,
