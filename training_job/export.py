@@ -1,11 +1,13 @@
-"""Write a trained model as a TF Serving SavedModel version with its metrics.json, and publish it.
+"""Write a trained model as a TF Serving SavedModel version with its model card, and publish it.
 
-The serving signature is the contract with every predictor: `serving_default`, input `images`
-float32 N x 128 x 128 x 3 (preprocessed), output `disc_probability` float32 N x 128 x 128 x 1.
+The signatures are the contract with every predictor: `serving_default`, input `images` float32
+N x 128 x 128 x 3 (preprocessed), output `disc_probability` float32 N x 128 x 128 x 1; and
+`model_card`, no inputs, output `card`: the version's card as JSON, so the transformer learns the
+preprocessing this version was trained with from the version itself (fundus_seg.model_card). The
+same card is the version's metrics.json.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from fundus_seg import storage
+from fundus_seg.model_card import CARD_OUTPUT, CARD_SIGNATURE, ModelCard
 
 INPUT_KEY, OUTPUT_KEY, SIGNATURE = "images", "disc_probability", "serving_default"
 KERAS_FILE = "model.keras"
@@ -36,10 +39,12 @@ def save_serving_model(model: keras.Model, directory: str | Path, metrics: dict)
         fn=lambda images: {OUTPUT_KEY: model(images, training=False)},
         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_KEY)],
     )
+    card = ModelCard.from_dict(metrics).to_json()  # refuses a card serving could not read
+    archive.add_endpoint(name=CARD_SIGNATURE, fn=lambda: {CARD_OUTPUT: tf.constant(card)}, input_signature=[])
     archive.write_out(str(directory), verbose=False)
     # TF Serving ignores extra files; incremental training restarts from these Keras weights.
     model.save(directory / KERAS_FILE)
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    (directory / "metrics.json").write_text(card)
     return directory
 
 

@@ -31,16 +31,18 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotR
 from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest
 
+from fundus_seg.model_card import ModelCard, ModelCardError
 from preprocessing.decode import image_size
 from preprocessing.errors import ImageDecodeError
 from preprocessing.pipeline import Prepared, prepare
+from preprocessing.transform import PreprocessConfig
 from serving.transformer import metrics
 from serving.transformer.budget import Budget, BudgetExhausted
 from serving.transformer.codec import (RAW, V1, V2_GRPC, V2_REST, ImageBatch, Segmentation, decode_request,
                                        encode_response)
 from serving.transformer.config import TransformerConfig
-from serving.transformer.predictor_client import (Predictor, PredictorError, PredictorUnavailable, PredictResult,
-                                                  VersionNotFound, make_predictor)
+from serving.transformer.predictor_client import (CardResult, Predictor, PredictorError, PredictorUnavailable,
+                                                  PredictResult, VersionNotFound, make_predictor)
 from serving.transformer.result import segment_probability
 from serving.transformer.routing import VersionRouter
 
@@ -57,11 +59,22 @@ class UnknownVersion(ModelNotFound):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Served:
+    """Who answers a request, and how its images must be prepared: the version's own card."""
+
+    target: str | None  # what Predict is called with: the version number once known
+    version: int | None
+    preprocess: PreprocessConfig
+    threshold: float
+
+
 @dataclass
 class Work:
     """One request on its way through the three stages."""
 
     batch: ImageBatch
+    served: Served
     prepared: list[Prepared]
     prepare_ms: list[float]
     started: float
@@ -81,6 +94,8 @@ class FundusTransformer(Model):
         self._health: tuple[float, bool] = (float("-inf"), False)
         self._health_lock: asyncio.Lock | None = None
         self._warned: set[str] = set()
+        self._resolved: dict[str | None, tuple[float, Served]] = {}  # target -> (when, who answers it)
+        self._cards: dict[int, tuple[PreprocessConfig, float]] = {}  # version -> its card's preprocessing
         self._stopped = False
         self.draining = False  # set on SIGTERM: not ready any more, in-flight requests finish
         self.ready = True  # the transformer itself is up; healthy() says whether the predictor is
@@ -149,10 +164,73 @@ class FundusTransformer(Model):
         # base64 of up to max_request_bytes decodes off the event loop too
         batch = await asyncio.get_running_loop().run_in_executor(
             None, decode_request, payload, self.config.max_images, version)
-        done = await asyncio.gather(*(self._prepare(i, data) for i, data in enumerate(batch.images)))
-        batch.images = []  # the bytes are no longer needed; drop them early
+        served = await self._serving(batch.version)
+        work = Work(batch, served, [], [], started)
+        await self._prepare_all(work)
         metrics.STAGES.labels("decode_preprocess").observe(time.perf_counter() - started)
-        return Work(batch, [p for p, _ in done], [ms for _, ms in done], started)
+        return work
+
+    async def _prepare_all(self, work: Work) -> None:
+        done = await asyncio.gather(*(self._prepare(i, data, work.served.preprocess)
+                                      for i, data in enumerate(work.batch.images)))
+        work.prepared, work.prepare_ms = [p for p, _ in done], [ms for _, ms in done]
+
+    # -- which version answers, with which preprocessing -----------------------------------------
+
+    async def _serving(self, requested: str | None, fresh: bool = False) -> Served:
+        """The version that answers `requested` (else the rollout split's label, else the latest)
+        and its card, from the version itself through the predictor (cached `ready_cache_s`)."""
+        target = requested if requested is not None else self._route()
+        cached = self._resolved.get(target)
+        if cached is not None and not fresh and time.monotonic() - cached[0] < self.config.ready_cache_s:
+            return cached[1]
+        try:
+            try:
+                answer = await self.predictor.model_card(target)
+            except VersionNotFound:
+                if requested is not None or target is None:
+                    raise
+                # The split names a label the predictor has not loaded (yet): serve, don't fail.
+                if target not in self._warned:
+                    self._warned.add(target)
+                    log.warning("version %s from the rollout split is not loaded; using the latest", target)
+                answer = await self.predictor.model_card(None)
+        except VersionNotFound as exc:
+            if requested is not None:
+                raise UnknownVersion(str(exc)) from None
+            raise ModelNotReady(self.name, str(exc)) from None
+        except PredictorUnavailable as exc:
+            raise ModelNotReady(self.name, str(exc)) from None
+        except PredictorError as exc:
+            log.error("predictor call failed: %s", exc)
+            raise InferenceError(str(exc)) from None
+        if answer.version is None and target is None:  # a version without a card does not say who it is
+            versions = await self.predictor.available_versions()
+            answer = CardResult(answer.card, versions[-1] if versions else None)
+        served = self._served_by(answer, target)
+        self._resolved[target] = (time.monotonic(), served)
+        return served
+
+    def _served_by(self, answer: CardResult, target: str | None) -> Served:
+        version = answer.version
+        known = self._cards.get(version) if version is not None else None
+        if known is None:
+            if answer.card is None:
+                known = (self.config.preprocess, self.config.threshold)
+                if f"card-{version}" not in self._warned:
+                    self._warned.add(f"card-{version}")
+                    log.warning("model version %s carries no model card; serving it with the default preprocessing",
+                                version)
+            else:
+                try:
+                    card = ModelCard.from_json(answer.card)
+                except ModelCardError as exc:
+                    raise ModelNotReady(self.name, f"model version {version} has an unreadable card: {exc}") from None
+                known = (card.preprocess, card.threshold)
+                log.info("model version %s: preprocessing %s, threshold %g (from its card)", version, *known)
+            if version is not None:
+                self._cards[version] = known
+        return Served(str(version) if version is not None else target, version, *known)
 
     async def _in_pool(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
@@ -169,13 +247,13 @@ class FundusTransformer(Model):
         finally:
             self.pixels.give(taken)
 
-    async def _prepare(self, index: int, data: bytes) -> tuple[Prepared, float]:
+    async def _prepare(self, index: int, data: bytes, preprocess: PreprocessConfig) -> tuple[Prepared, float]:
         """Header (limits first) in the pool, the pixels from the budget, then decode in the pool."""
         started = time.perf_counter()
         try:
             width, height = await self._in_pool(image_size, data, self.config.decode_limits)
             async with self._pixels(width * height):
-                prepared = await self._in_pool(prepare, data, self.config.preprocess, self.config.decode_limits)
+                prepared = await self._in_pool(prepare, data, preprocess, self.config.decode_limits)
         except ImageDecodeError as exc:
             raise InvalidInput(f"image {index}: {exc}") from None
         return prepared, _ms(started)
@@ -183,22 +261,20 @@ class FundusTransformer(Model):
     async def predict(self, work: Work, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> Work:
         started = time.perf_counter()
-        images = np.stack([p.input for p in work.prepared])
-        requested = work.batch.version
-        target = requested if requested is not None else self._route()
         try:
             try:
-                work.result = await self.predictor.predict(images, target)
+                work.result = await self._predict(work)
             except VersionNotFound:
-                if requested is not None or target is None:
-                    raise
-                # The split names a label the predictor has not loaded (yet): serve, don't fail.
-                if target not in self._warned:
-                    self._warned.add(target)
-                    log.warning("version %s from the rollout split is not loaded; using the latest", target)
-                work.result = await self.predictor.predict(images, None)
+                # The pinned version was replaced between its card and this call (a hot swap):
+                # ask again who answers, and prepare again if the new version wants it otherwise.
+                served = await self._serving(work.batch.version, fresh=True)
+                if served.preprocess != work.served.preprocess:
+                    work.served = served
+                    await self._prepare_all(work)
+                work.served = served
+                work.result = await self._predict(work)
         except VersionNotFound as exc:
-            if requested is not None:
+            if work.batch.version is not None:
                 raise UnknownVersion(str(exc)) from None
             raise ModelNotReady(self.name, str(exc)) from None
         except PredictorUnavailable as exc:
@@ -206,9 +282,13 @@ class FundusTransformer(Model):
         except PredictorError as exc:
             log.error("predictor call failed: %s", exc)
             raise InferenceError(str(exc)) from None
+        work.batch.images = []  # the bytes are no longer needed; drop them early
         work.predict_ms = _ms(started)
         metrics.STAGES.labels("predict").observe(work.predict_ms / 1000)
         return work
+
+    async def _predict(self, work: Work) -> PredictResult:
+        return await self.predictor.predict(np.stack([p.input for p in work.prepared]), work.served.target)
 
     def _route(self) -> str | None:
         label = self.router.choose()
@@ -226,7 +306,8 @@ class FundusTransformer(Model):
         if not np.isfinite(probability).all():
             raise InferenceError(f"model version {work.result.version} returned non-finite probabilities: "
                                  "it cannot serve")
-        results = await asyncio.gather(*(self._finish(probability[i], p.box) for i, p in enumerate(work.prepared)))
+        results = await asyncio.gather(*(self._finish(probability[i], p.box, work.served.threshold)
+                                         for i, p in enumerate(work.prepared)))
         total = _ms(work.started)
         for result, prepare_ms in zip(results, work.prepare_ms):
             result.timings_ms = {"decode_preprocess": round(prepare_ms, 2), "predict": round(work.predict_ms, 2),
@@ -236,10 +317,10 @@ class FundusTransformer(Model):
         metrics.STAGES.labels("postprocess").observe(time.perf_counter() - started)
         return encode_response(work.batch, results, self.name, version)
 
-    async def _finish(self, probability: np.ndarray, box) -> Segmentation:
+    async def _finish(self, probability: np.ndarray, box, threshold: float) -> Segmentation:
         started = time.perf_counter()
         async with self._pixels(box.width * box.height):
-            png, disc = await self._in_pool(segment_probability, probability, box, self.config.threshold)
+            png, disc = await self._in_pool(segment_probability, probability, box, threshold)
         return Segmentation(png, disc, {"postprocess": round(_ms(started), 2)})
 
 

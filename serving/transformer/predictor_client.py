@@ -23,6 +23,7 @@ import numpy as np
 SIGNATURE = "serving_default"
 INPUT = "images"
 OUTPUT = "disc_probability"
+CARD_SIGNATURE, CARD_OUTPUT = "model_card", "card"  # fundus_seg.model_card's signature
 
 
 class PredictorError(Exception):
@@ -43,8 +44,15 @@ class PredictResult:
     version: int | None  # None only when the REST API answered for a label it cannot resolve
 
 
+@dataclass
+class CardResult:
+    card: bytes | None  # the card's JSON; None: this version has no model_card signature
+    version: int | None
+
+
 class Predictor(Protocol):
     async def predict(self, images: np.ndarray, version: str | None = None) -> PredictResult: ...
+    async def model_card(self, version: str | None = None) -> CardResult: ...
     async def available_versions(self) -> list[int]: ...
     async def close(self) -> None: ...
 
@@ -116,6 +124,23 @@ class GrpcPredictor:
             raise _grpc_error(exc, self.model_name, version) from None
         return PredictResult(from_tensor_proto(response.outputs[OUTPUT]), response.model_spec.version.value)
 
+    async def model_card(self, version: str | None = None) -> CardResult:
+        from tensorflow_serving.apis import predict_pb2
+
+        prediction, _ = self._stubs()
+        request = predict_pb2.PredictRequest()
+        self._spec(request.model_spec, version)
+        request.model_spec.signature_name = CARD_SIGNATURE
+        try:
+            response = await prediction.Predict(request, timeout=self.timeout_s)
+        except Exception as exc:
+            error = _grpc_error(exc, self.model_name, version)
+            if _no_card(exc):
+                return CardResult(None, int(version) if _is_number(version) else None)
+            raise error from None
+        tensor = response.outputs[CARD_OUTPUT]
+        return CardResult(tensor.string_val[0] if tensor.string_val else None, response.model_spec.version.value)
+
     async def available_versions(self) -> list[int]:
         from tensorflow_serving.apis import get_model_status_pb2
 
@@ -133,6 +158,15 @@ class GrpcPredictor:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
+
+
+def _no_card(exc: Exception) -> bool:
+    """TF Serving's answer for a signature the version does not have (a version from before cards)."""
+    import grpc
+
+    return (isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (grpc.StatusCode.FAILED_PRECONDITION,
+                                                                     grpc.StatusCode.INVALID_ARGUMENT)
+            and CARD_SIGNATURE in (exc.details() or ""))
 
 
 def _grpc_error(exc: Exception, model: str, version: str | None) -> PredictorError:
@@ -185,27 +219,52 @@ class RestPredictor:
                     raise
         raise AssertionError("unreachable")
 
-    async def _predict(self, images: np.ndarray, version: str) -> PredictResult:
+    async def model_card(self, version: str | None = None) -> CardResult:
+        if version is None:
+            versions = await self._cached_versions(refresh=True)
+            if not versions:
+                raise VersionNotFound(_not_found(self.model_name, None, "no AVAILABLE version"))
+            version = str(versions[-1])
+        status, payload = await self._post(version, {"signature_name": CARD_SIGNATURE, "inputs": {}})
+        number = int(version) if _is_number(version) else None
+        if status == 400 and CARD_SIGNATURE in _rest_error(payload):
+            return CardResult(None, number)
+        self._raise_for(status, payload, version)
+        import orjson
+
+        outputs = orjson.loads(payload)["outputs"]
+        card = outputs[CARD_OUTPUT] if isinstance(outputs, dict) else outputs
+        return CardResult(card.encode() if isinstance(card, str) else None, number)
+
+    async def _post(self, version: str, document: dict) -> tuple[int, bytes]:
         import aiohttp
         import orjson
 
         where = f"versions/{version}" if _is_number(version) else f"labels/{version}"
         url = f"{self.base}/v1/models/{self.model_name}/{where}:predict"
-        body = orjson.dumps({"signature_name": SIGNATURE, "inputs": {INPUT: np.asarray(images, np.float32)}},
-                            option=orjson.OPT_SERIALIZE_NUMPY)
+        body = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
         try:
             async with self._client().post(url, data=body, headers={"Content-Type": "application/json"}) as response:
-                payload = await response.read()
-                status = response.status
+                return response.status, await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise PredictorUnavailable(f"predictor unreachable at {self.base}: {exc or type(exc).__name__}") from None
-        if status != 200:
-            detail = _rest_error(payload)
-            if status == 404 or (status == 400 and not _is_number(version) and "label" in detail):
-                raise VersionNotFound(_not_found(self.model_name, version, detail))
-            if status in (429, 503, 504):
-                raise PredictorUnavailable(f"predictor unavailable (HTTP {status}): {detail}")
-            raise PredictorError(f"predictor failed (HTTP {status}): {detail}")
+
+    def _raise_for(self, status: int, payload: bytes, version: str) -> None:
+        if status == 200:
+            return
+        detail = _rest_error(payload)
+        if status == 404 or (status == 400 and not _is_number(version) and "label" in detail):
+            raise VersionNotFound(_not_found(self.model_name, version, detail))
+        if status in (429, 503, 504):
+            raise PredictorUnavailable(f"predictor unavailable (HTTP {status}): {detail}")
+        raise PredictorError(f"predictor failed (HTTP {status}): {detail}")
+
+    async def _predict(self, images: np.ndarray, version: str) -> PredictResult:
+        import orjson
+
+        status, payload = await self._post(version, {"signature_name": SIGNATURE,
+                                                     "inputs": {INPUT: np.asarray(images, np.float32)}})
+        self._raise_for(status, payload, version)
         outputs = orjson.loads(payload)["outputs"]
         if isinstance(outputs, dict):
             outputs = outputs[OUTPUT]

@@ -22,8 +22,9 @@ def bundled_version() -> Path | None:
     return versions[-1].parent if versions else None
 
 
-def build_saved_model(path: Path, bias: float) -> None:
-    """A stand-in U-Net with the real serving signature: bright pixels -> disc probability."""
+def build_saved_model(path: Path, bias: float, card: str | None = None) -> None:
+    """A stand-in U-Net with the real serving signature: bright pixels -> disc probability
+    (bias < -1: everything is disc); with `card`, also the `model_card` signature a version carries."""
     import tensorflow as tf
 
     class Bright(tf.Module):
@@ -36,9 +37,14 @@ def build_saved_model(path: Path, bias: float) -> None:
             grey = tf.reduce_mean(images, axis=-1, keepdims=True)
             return {"disc_probability": tf.sigmoid((grey - self.bias) * 40.0)}
 
+        @tf.function(input_signature=[])
+        def model_card(self):
+            return {"card": tf.constant(card or "")}
+
     module = Bright()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    (path / "metrics.json").write_text('{"test_metrics": {}}')
+    signatures = {"serving_default": module.serve, **({"model_card": module.model_card} if card else {})}
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    (path / "metrics.json").write_text(card or '{"test_metrics": {}}')
 
 
 def logs_of(stack) -> str:

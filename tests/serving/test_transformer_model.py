@@ -14,23 +14,43 @@ from preprocessing.decode import decode_image
 from preprocessing.pipeline import finish, prepare
 from serving.transformer.config import TransformerConfig
 from serving.transformer.model import VERSION_HEADER, FundusTransformer, UnknownVersion
-from serving.transformer.predictor_client import (PredictorError, PredictorUnavailable, PredictResult,
+from serving.transformer.predictor_client import (CardResult, PredictorError, PredictorUnavailable, PredictResult,
                                                   VersionNotFound)
 from serving_helpers import disc_probability
 
 
 class FakePredictor:
-    def __init__(self, versions=(3,), errors=()) -> None:
+    """The predictor's answers as the transformer sees them: versions, labels, cards, errors in order."""
+
+    def __init__(self, versions=(3,), errors=(), labels=None, cards=None) -> None:
         self.versions, self.errors = list(versions), list(errors)
+        self.labels, self.cards = dict(labels or {}), dict(cards or {})  # label -> version, version -> card JSON
         self.calls: list[tuple[tuple, str | None]] = []
+        self.card_calls: list[str | None] = []
         self.status_calls = 0
+
+    def _resolve(self, version: str | None) -> int:
+        if version is None:
+            return self.versions[-1]
+        if version.isdigit():
+            return int(version)
+        if version not in self.labels:
+            raise VersionNotFound(f"no label {version}")
+        return self.labels[version]
+
+    async def model_card(self, version=None) -> CardResult:
+        self.card_calls.append(version)
+        if self.errors:
+            raise self.errors.pop(0)
+        number = self._resolve(version)
+        return CardResult(self.cards.get(number), number)
 
     async def predict(self, images, version=None) -> PredictResult:
         self.calls.append((images.shape, version))
         if self.errors:
             raise self.errors.pop(0)
         assert images.dtype == np.float32 and images.shape[1:] == (128, 128, 3)
-        return PredictResult(np.repeat(disc_probability()[None], len(images), axis=0), self.versions[-1])
+        return PredictResult(np.repeat(disc_probability()[None], len(images), axis=0), self._resolve(version))
 
     async def available_versions(self) -> list[int]:
         self.status_calls += 1
@@ -41,7 +61,7 @@ class FakePredictor:
 
 
 def make(tmp_path=None, **options) -> tuple[FundusTransformer, FakePredictor]:
-    fake = FakePredictor(**{k: options.pop(k) for k in ("versions", "errors") if k in options})
+    fake = FakePredictor(**{k: options.pop(k) for k in ("versions", "errors", "labels", "cards") if k in options})
     return FundusTransformer(TransformerConfig(**options), predictor=fake), fake
 
 
@@ -57,7 +77,8 @@ def v1(*images: bytes) -> dict:
 def test_several_images_one_batched_predict_masks_at_full_size(image_bytes):
     model, fake = make()
     response = call(model, v1(image_bytes, image_bytes))
-    assert fake.calls == [((2, 128, 128, 3), None)]  # one Predict for the whole request, latest version
+    assert fake.card_calls == [None]  # who answers the latest, and with which preprocessing
+    assert fake.calls == [((2, 128, 128, 3), "3")]  # one Predict for the whole request, pinned to that version
     original = decode_image(image_bytes)
     prepared = prepare(image_bytes)
     expected = finish(disc_probability(), prepared.box)
@@ -95,7 +116,7 @@ def test_requested_version_and_its_absence(image_bytes):
     model, fake = make(errors=[VersionNotFound("model optic-disc has no version 9 loaded")])
     with pytest.raises(UnknownVersion, match="no version 9") as caught:
         call(model, image_bytes, {VERSION_HEADER: "9"})
-    assert isinstance(caught.value, ModelNotFound) and fake.calls[0][1] == "9"
+    assert isinstance(caught.value, ModelNotFound) and fake.card_calls == ["9"] and fake.calls == []
 
 
 @pytest.mark.parametrize("error, expected", [
@@ -112,10 +133,12 @@ def test_predictor_failures_map_to_kserve_errors(image_bytes, error, expected):
 def test_rollout_split_labels_and_fallback(tmp_path, image_bytes):
     rollout = tmp_path / "rollout.json"
     rollout.write_text(json.dumps({"stable": 3, "canary": 4, "canary_percent": 100}))
-    model, fake = make(rollout_file=rollout, errors=[VersionNotFound("no label canary")])
+    model, fake = make(rollout_file=rollout, ready_cache_s=0.0)
     call(model, image_bytes)  # canary not loaded yet: served by the latest, not failed
+    fake.labels["canary"] = 4
     call(model, image_bytes)
-    assert [version for _, version in fake.calls] == ["canary", None, "canary"]
+    assert fake.card_calls == ["canary", None, "canary"]
+    assert [version for _, version in fake.calls] == ["3", "4"]
 
 
 def test_rest_predictor_gets_pinned_numbers(tmp_path, image_bytes):
@@ -155,3 +178,42 @@ def test_metrics_count_requests_and_versions(image_bytes):
     assert value("fundus_transformer_requests_total", protocol="v1", outcome="ok") == before_ok + 1
     assert value("fundus_transformer_requests_total", protocol="raw", outcome="invalid_input") == before_bad + 1
     assert value("fundus_transformer_images_total", model="optic-disc", version="3") == before_images + 2
+
+
+def test_each_version_is_prepared_with_the_preprocessing_on_its_card(image_bytes):
+    """Version 5 was trained with a 5% border crop: the crop box (where the mask can be) follows its card."""
+    from fundus_seg.model_card import ModelCard
+    from preprocessing.transform import PreprocessConfig
+    from training_job.config import UNetConfig
+
+    card = ModelCard("optic-disc", UNetConfig(), PreprocessConfig(crop_fraction=0.05), threshold=0.3)
+    model, fake = make(versions=[4, 5], cards={5: card.to_json()})
+    [prediction] = call(model, image_bytes)["predictions"]
+    expected = finish(disc_probability(), prepare(image_bytes, PreprocessConfig(crop_fraction=0.05)).box, 0.3)
+    assert prediction["model_version"] == 5 and prediction["disc"]["area_px"] == int(expected.sum())
+    [old] = call(model, image_bytes, {VERSION_HEADER: "4"})["predictions"]  # no card: the defaults
+    assert old["disc"]["area_px"] == int(finish(disc_probability(), prepare(image_bytes).box).sum())
+    assert old["disc"]["area_px"] != prediction["disc"]["area_px"]
+
+
+def test_a_version_swapped_out_mid_request_is_asked_again_and_prepared_again(image_bytes):
+    from fundus_seg.model_card import ModelCard
+    from preprocessing.transform import PreprocessConfig
+    from training_job.config import UNetConfig
+
+    card = ModelCard("optic-disc", UNetConfig(), PreprocessConfig(crop_fraction=0.05)).to_json()
+    model, fake = make(versions=[3], cards={4: card}, ready_cache_s=60)
+    call(model, image_bytes)
+    fake.versions = [4]  # version 3 unloaded; the cached answer still says 3
+
+    async def predict(images, version=None):
+        fake.calls.append((images.shape, version))
+        if version == "3":
+            raise VersionNotFound("no version 3")
+        return PredictResult(np.repeat(disc_probability()[None], len(images), axis=0), int(version))
+
+    fake.errors, fake.predict = [], predict
+    [prediction] = call(model, image_bytes)["predictions"]
+    assert [v for _, v in fake.calls][-2:] == ["3", "4"] and prediction["model_version"] == 4
+    expected = finish(disc_probability(), prepare(image_bytes, PreprocessConfig(crop_fraction=0.05)).box)
+    assert prediction["disc"]["area_px"] == int(expected.sum())

@@ -1,0 +1,158 @@
+"""The model card: what a published version is, typed; its one wire form is the version's metrics.json.
+
+Written once, at publish, and carried twice: as `metrics.json` next to the SavedModel (for
+training, evaluation, rollout gating and the report, which read the repository) and inside the
+SavedModel as the `model_card` signature (for the transformer, which in the cluster can reach a
+version only through TF Serving). Whoever serves a version therefore prepares its input with the
+preprocessing it was trained with, the way nnU-Net ships its plans with the model.
+
+Readers take a `ModelCard`, never the JSON by key. Unknown keys are kept (`extra`), so a card
+written by a newer release survives a round trip through an older one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from preprocessing.transform import PreprocessConfig
+from training_job.config import UNetConfig
+
+CARD_SIGNATURE = "model_card"
+"""SavedModel signature with no inputs whose output `card` is this card as JSON (a string scalar)."""
+CARD_OUTPUT = "card"
+DEFAULT_THRESHOLD = 0.5
+
+
+class ModelCardError(ValueError):
+    """A card that cannot be read: not JSON, not an object, or a field of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One dataset's test-split figures at the original resolution (and, when recorded, at 128 px)."""
+
+    n: int
+    dice_mean: float
+    dice_std: float = math.nan
+    dice_min: float = math.nan
+    dice_max: float = math.nan
+    rrp: float = math.nan
+    at_128: Scores | None = None
+
+    @classmethod
+    def from_dict(cls, document: dict) -> Scores:
+        known = {f.name for f in dataclasses.fields(cls)} - {"at_128"}
+        values = {k: _number(document[k], k) for k in known if document.get(k) is not None}
+        if "n" not in values or "dice_mean" not in values:
+            raise ModelCardError("test metrics need at least 'n' and 'dice_mean'")
+        at_128 = document.get("at_128")
+        return cls(**{**values, "n": int(values["n"])}, at_128=cls.from_dict(at_128) if isinstance(at_128, dict) else None)
+
+    def to_dict(self) -> dict:
+        document = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "at_128"}
+        if self.at_128 is not None:
+            document["at_128"] = self.at_128.to_dict()
+        return document
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    model_name: str
+    architecture: UNetConfig
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    threshold: float = DEFAULT_THRESHOLD
+    mode: str = "full"
+    base_version: int | None = None
+    run_id: str | None = None
+    data: tuple[str, ...] = ()
+    seen_data: tuple[str, ...] = ()
+    training_seconds: float | None = None
+    forced: bool = False
+    test_metrics: dict[str, Scores] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    """Everything else the version records (training settings, lineage, accelerator ...), as written."""
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, document: Any) -> ModelCard:
+        if not isinstance(document, dict):
+            raise ModelCardError(f"a model card is a JSON object, got {type(document).__name__}")
+        config = document.get("config") if isinstance(document.get("config"), dict) else {}
+        try:
+            architecture = UNetConfig(**_known(UNetConfig, config.get("model") or {}))
+            preprocess = PreprocessConfig(**_known(PreprocessConfig, config.get("preprocess") or {}))
+            metrics = {str(name): Scores.from_dict(scores)
+                       for name, scores in (document.get("test_metrics") or {}).items() if isinstance(scores, dict)}
+            base = document.get("base_version")
+            seconds = document.get("training_seconds")
+            card = cls(
+                model_name=str(document.get("model_name") or "optic-disc"),
+                architecture=architecture,
+                preprocess=preprocess,
+                threshold=_number(document.get("threshold", DEFAULT_THRESHOLD), "threshold"),
+                mode=str(document.get("mode") or "full"),
+                base_version=None if base is None else int(base),
+                run_id=None if document.get("run_id") is None else str(document["run_id"]),
+                data=tuple(map(str, document.get("data") or ())),
+                seen_data=tuple(map(str, document.get("seen_data") or document.get("data") or ())),
+                training_seconds=None if seconds is None else _number(seconds, "training_seconds"),
+                forced=bool(document.get("forced", False)),
+                test_metrics=metrics,
+                extra={k: v for k, v in document.items() if k not in _OWN_KEYS},
+            )
+        except (TypeError, ValueError) as exc:
+            raise ModelCardError(f"unusable model card: {exc}") from None
+        if not 0.0 < card.threshold < 1.0:
+            raise ModelCardError(f"threshold must be in (0, 1), got {card.threshold}")
+        return card
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelCard:
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ModelCardError(f"a model card is JSON: {exc}") from None
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        config = dict(self.extra.get("config") or {})
+        config["model"] = dataclasses.asdict(self.architecture)
+        config["preprocess"] = dataclasses.asdict(self.preprocess)
+        return {
+            **self.extra,
+            "model_name": self.model_name,
+            "architecture": self.architecture.name,
+            "threshold": self.threshold,
+            "mode": self.mode,
+            "base_version": self.base_version,
+            "run_id": self.run_id,
+            "data": list(self.data),
+            "seen_data": list(self.seen_data),
+            "training_seconds": self.training_seconds,
+            **({"forced": True} if self.forced else {}),
+            "config": config,
+            "test_metrics": {name: scores.to_dict() for name, scores in self.test_metrics.items()},
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+_OWN_KEYS = {"model_name", "architecture", "threshold", "mode", "base_version", "run_id", "data", "seen_data",
+             "training_seconds", "forced", "test_metrics"}
+
+
+def _known(kind: type, values: dict) -> dict:
+    names = {f.name for f in dataclasses.fields(kind)}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ModelCardError(f"{name} must be a number, got {value!r}")
+    return float(value)

@@ -1,0 +1,55 @@
+"""The model card: typed, written once at publish, carried inside the SavedModel and as metrics.json."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fundus_seg.model_card import CARD_OUTPUT, CARD_SIGNATURE, ModelCard, ModelCardError
+from fundus_seg.paths import BUNDLED_MODEL_REPO
+from preprocessing.transform import PreprocessConfig
+from training_job.config import UNetConfig
+
+
+def test_the_bundled_model_has_a_card_in_its_savedmodel_equal_to_its_metrics_json():
+    import tensorflow as tf
+
+    version = BUNDLED_MODEL_REPO / "optic-disc" / "1"
+    on_disk = ModelCard.from_json((version / "metrics.json").read_text())
+    carried = ModelCard.from_json(tf.saved_model.load(str(version)).signatures[CARD_SIGNATURE]()[CARD_OUTPUT].numpy())
+    assert carried == on_disk
+    assert on_disk.architecture == UNetConfig(depth=6, width=16, increment_ratio=1.4)
+    assert on_disk.preprocess == PreprocessConfig() and on_disk.threshold == 0.5
+    assert on_disk.test_metrics["drishti-gs1"].n == 51 and on_disk.test_metrics["rim-one-dl"].n == 146
+
+
+def test_export_carries_a_non_default_card(tmp_path):
+    import tensorflow as tf
+
+    from training_job.export import save_serving_model
+    from training_job.unet import build_unet
+
+    card = ModelCard("optic-disc", UNetConfig(depth=2, width=4), PreprocessConfig(crop_fraction=0.05, size=128),
+                     threshold=0.4, run_id="r1", extra={"epochs": 1})
+    save_serving_model(build_unet(card.architecture), tmp_path / "v", card.to_dict())
+    loaded = tf.saved_model.load(str(tmp_path / "v"))
+    assert ModelCard.from_json(loaded.signatures[CARD_SIGNATURE]()[CARD_OUTPUT].numpy()) == card
+    assert ModelCard.from_json((tmp_path / "v" / "metrics.json").read_text()) == card
+    assert json.loads((tmp_path / "v" / "metrics.json").read_text())["epochs"] == 1  # the rest is kept
+
+
+def test_round_trip_keeps_what_it_does_not_model():
+    document = json.loads((BUNDLED_MODEL_REPO / "optic-disc" / "1" / "metrics.json").read_text())
+    again = ModelCard.from_dict(document).to_dict()
+    assert {k: v for k, v in again.items() if k in document} == document
+
+
+@pytest.mark.parametrize("document, message", [
+    ([1, 2], "JSON object"),
+    ({"threshold": 1.5}, "threshold"),
+    ({"threshold": "high"}, "number"),
+    ({"config": {"preprocess": {"crop_fraction": "x"}}, "test_metrics": {"d": {"n": 3}}}, "dice_mean"),
+])
+def test_unusable_cards_are_refused(document, message):
+    with pytest.raises(ModelCardError, match=message):
+        ModelCard.from_dict(document)
