@@ -1,8 +1,9 @@
-"""Which version label a request goes to, from the one-machine rollout contract (`rollout.json`).
+"""Which version label a request goes to, from the one-machine rollout record (`rollout.json`).
 
-`fundus-seg rollout` writes ``{"stable": S, "canary": C, "canary_percent": P}`` next to the
-predictor's ``models.config``, which labels S ``stable`` and C ``canary``. P % of requests go to
-``canary``, the rest to ``stable``. Before the file ever existed no label is sent and the
+`fundus-seg rollout` writes the record (serving/rollout/record.py: ``stable`` S, ``canary`` C,
+``canary_percent`` P) next to the predictor's ``models.config``, which labels S ``stable`` and C
+``canary``. P % of requests go to ``canary``, the rest to ``stable``; the record is parsed and
+validated by the same code that writes it. Before the file ever existed no label is sent and the
 predictor answers with its latest version. Once a split with a stable version has been seen, a
 file that vanishes or stops being readable sends everything to ``stable`` (logged once): the
 predictor's latest version is the canary during a rollout, and a deleted file must not hand it
@@ -11,30 +12,15 @@ every `check_every_s`, so the split costs nothing per request.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from serving.rollout.record import CANARY_LABEL, STABLE_LABEL, RecordError, RolloutRecord
+
 log = logging.getLogger(__name__)
-
-STABLE, CANARY = "stable", "canary"
-
-
-@dataclass(frozen=True)
-class Split:
-    stable: int | None = None
-    canary: int | None = None
-    canary_percent: float = 0.0
-
-    def version_for(self, label: str | None) -> int | None:
-        return {STABLE: self.stable, CANARY: self.canary}.get(label or "")
-
-
-NO_ROLLOUT = Split()
 
 
 class VersionRouter:
@@ -43,15 +29,15 @@ class VersionRouter:
         self.path = Path(rollout_file) if rollout_file else None
         self.check_every_s = check_every_s
         self._rng = rng or random.Random()
-        self._split = NO_ROLLOUT
+        self._split: RolloutRecord | None = None
         self._seen: tuple[int, int] | None = None
         self._checked_at = float("-inf")
         self._lost = False
         """The file vanished or became unusable since the last good read (logged once per loss)."""
 
     @property
-    def split(self) -> Split:
-        """The current split, refreshed from disk when due."""
+    def split(self) -> RolloutRecord | None:
+        """The current split (None: no rollout seen yet), refreshed from disk when due."""
         now = time.monotonic()
         if self.path is not None and now - self._checked_at >= self.check_every_s:
             self._checked_at = now
@@ -61,11 +47,11 @@ class VersionRouter:
     def choose(self) -> str | None:
         """`canary`, `stable`, or None (no rollout ever seen: the predictor's latest version)."""
         split = self.split
-        if split.stable is None:
+        if split is None:
             return None
         if split.canary is not None and self._rng.random() * 100.0 < split.canary_percent:
-            return CANARY
-        return STABLE
+            return CANARY_LABEL
+        return STABLE_LABEL
 
     def _refresh(self) -> None:
         try:
@@ -80,9 +66,8 @@ class VersionRouter:
         if key == self._seen:
             return
         try:
-            record = json.loads(self.path.read_text())
-            split = parse_split(record)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+            split = RolloutRecord.parse(self.path.read_text())
+        except (OSError, UnicodeDecodeError, RecordError) as exc:
             self._fall_back(f"is unusable ({exc})")
             return
         self._seen, self._lost = key, False
@@ -93,25 +78,13 @@ class VersionRouter:
     def _fall_back(self, why: str, missing: bool = False) -> None:
         """No usable file: the stable version seen last takes all the traffic."""
         self._seen = None  # whatever comes next is read afresh
-        if missing and self._split.stable is None:
+        if missing and self._split is None:
             return  # no rollout yet: the normal state, no label
-        if self._split.stable is not None:
-            self._split = Split(stable=self._split.stable)
+        if self._split is not None:
+            self._split = self._split.without_canary()
         if not self._lost:
             self._lost = True
-            then = (f"every request goes to the stable version {self._split.stable}" if self._split.stable is not None
+            then = (f"every request goes to the stable version {self._split.stable}" if self._split is not None
                     else "no version label is sent")
             log.warning("%s %s: %s until it is back", self.path, why, then)
 
-
-def parse_split(record: dict) -> Split:
-    """rollout.json -> Split; raises ValueError/TypeError/KeyError on a malformed record."""
-    if not isinstance(record, dict):
-        raise TypeError("rollout record must be a JSON object")
-    stable = int(record["stable"])
-    canary = record.get("canary")
-    canary = None if canary is None else int(canary)
-    percent = float(record.get("canary_percent") or 0) if canary is not None else 0.0
-    if not 0.0 <= percent <= 100.0:
-        raise ValueError(f"canary_percent must be 0..100, got {percent}")
-    return Split(stable, canary, percent)

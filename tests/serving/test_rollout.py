@@ -15,6 +15,7 @@ from serving.rollout import cli as rollout_cli
 from serving.rollout import GateFailed, RolloutError, RolloutState, compare_metrics
 from serving.rollout.kserve import KServeTarget
 from serving.rollout.local import LocalTarget
+from serving.rollout.record import STABLE_LABEL, RecordError, RolloutRecord
 from test_rollout_fakeapi import kube_api, kube_api_client  # noqa: F401 (kube_api is a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,6 +140,43 @@ def test_state_transitions_refuse_nonsense():
 
 
 # ---------------------------------------------------------------------------------------------
+# The rollout.json record, written by the targets and read by the transformer's routing
+
+
+def test_record_dumps_the_file_format_and_parses_it_back():
+    record = RolloutRecord(2, 3, 10, model_name="optic-disc")
+    document = json.loads(record.dumps(isvc="optic-disc"))
+    assert {k: document[k] for k in ("model_name", "stable", "canary", "canary_percent", "isvc")} == \
+        {"model_name": "optic-disc", "stable": 2, "canary": 3, "canary_percent": 10, "isvc": "optic-disc"}
+    assert type(document["canary_percent"]) is int and document["updated_at"].endswith("+00:00")
+    assert RolloutRecord.parse(record.dumps()) == record
+    assert RolloutRecord.parse('{"stable": 3, "canary": 4, "canary_percent": 12.5}') == RolloutRecord(3, 4, 12.5)
+    assert RolloutRecord.parse(b'{"stable": 3, "canary": null}') == RolloutRecord(3)
+    assert record.describe() == "optic-disc: stable version 2 90%, canary version 3 10%"
+
+
+@pytest.mark.parametrize("data, message", [
+    ("{ half written", "not JSON"),
+    ("[]", "not a JSON object"),
+    ("{}", "no stable version"),
+    ('{"stable": "3"}', "stable must be a version number"),
+    ('{"stable": 3.0}', "stable must be a version number"),
+    ('{"stable": true}', "stable must be a version number"),
+    ('{"stable": -1}', "stable must be a version number"),
+    ('{"stable": 1, "canary": "2", "canary_percent": 10}', "canary must be a version number"),
+    ('{"stable": 1, "canary": 2, "canary_percent": 150}', "canary_percent must be a number from 0 to 100"),
+    ('{"stable": 1, "canary": 2, "canary_percent": NaN}', "canary_percent must be a number from 0 to 100"),
+    ('{"stable": 1, "canary": 2, "canary_percent": null}', "canary_percent must be a number from 0 to 100"),
+    ('{"stable": 1, "canary": 2, "canary_percent": "10"}', "canary_percent must be a number from 0 to 100"),
+    ('{"stable": 1, "canary": null, "canary_percent": 10}', "there is no canary"),
+    ('{"stable": 1, "model_name": ""}', "model_name must be a non-empty string"),
+], ids=lambda value: value if len(value) < 30 else None)
+def test_record_parse_rejects_malformed_records(data, message):
+    with pytest.raises(RecordError, match=message):
+        RolloutRecord.parse(data)
+
+
+# ---------------------------------------------------------------------------------------------
 # Local target: models.config + rollout.json
 
 
@@ -200,21 +238,21 @@ def test_local_rollback_keeps_other_models(repo):
 @pytest.mark.parametrize("end, stable", [(rollout.promote, 3), (rollout.rollback, 2)], ids=["promote", "rollback"])
 def test_local_rollout_ends_with_a_final_record_and_the_transformer_stays_on_stable(repo, end, stable):
     """rollout.json is never deleted by a rollout; if someone deletes it, the transformer keeps the stable label."""
-    from serving.transformer.routing import STABLE, Split, VersionRouter
+    from serving.transformer.routing import VersionRouter
 
     target = LocalTarget(repo)
     router = VersionRouter(repo / "rollout.json", check_every_s=0.0)
     rollout.start(target, 3, percent=50, report=lambda line: None)
-    assert router.split == Split(2, 3, 50.0)
+    assert router.split == RolloutRecord(2, 3, 50.0, model_name="optic-disc")
     end(target)
     record = json.loads((repo / "rollout.json").read_text())
     assert (record["stable"], record["canary"], record["canary_percent"]) == (stable, None, 0)
-    assert router.split == Split(stable) and read_models_config(repo)["optic-disc"].version_labels == {"stable": stable}
+    assert router.split == RolloutRecord(stable, model_name="optic-disc") and read_models_config(repo)["optic-disc"].version_labels == {"stable": stable}
 
     rollout.start(target, 4, percent=50, force=True, report=lambda line: None)
-    assert router.split == Split(stable, 4, 50.0)
+    assert router.split == RolloutRecord(stable, 4, 50.0, model_name="optic-disc")
     (repo / "rollout.json").unlink()  # by hand, mid-canary: the predictor's latest version is the canary
-    assert {router.choose() for _ in range(200)} == {STABLE} and router.split.version_for(STABLE) == stable
+    assert {router.choose() for _ in range(200)} == {STABLE_LABEL} and router.split.version_for(STABLE_LABEL) == stable
     assert read_models_config(repo)["optic-disc"].version_labels["stable"] == stable  # the label still resolves
     assert target.state() == RolloutState("optic-disc", stable=stable, canary=4, canary_percent=0)  # as routed
     assert "is missing: the transformer sends every request to the stable" in "\n".join(target.status_lines())
