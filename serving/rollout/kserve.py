@@ -31,14 +31,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from serving.rollout import (RolloutError, RolloutState, dumps_record, parse_record, split_version_uri,
-                             version_of_uri)
+from serving.rollout.errors import RolloutError
+from serving.rollout.moves import Target
+from serving.rollout.record import ROLLOUT_JSON, RecordError, RolloutRecord
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-RECORD_KEY = "rollout.json"
 SERVERLESS, STANDARD = "Serverless", "Standard"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 CONFLICT_RETRIES = 8
+
+
+def version_of_uri(uri: str) -> int | None:
+    """`.../<model>/<version>` -> version (None when the last path segment is no integer)."""
+    last = uri.rstrip("/").rsplit("/", 1)[-1]
+    return int(last) if last.isdigit() else None
+
+
+def split_version_uri(uri: str) -> tuple[str, str, int]:
+    """`<repo>/<model>/<version>` -> (repo, model, version)."""
+    version = version_of_uri(uri)
+    parts = uri.rstrip("/").rsplit("/", 2)
+    if version is None or len(parts) != 3 or not parts[0] or parts[0].endswith(":/"):
+        raise RolloutError(f"{uri} is not a model version URI <repo>/<model>/<version>")
+    return parts[0], parts[1], version
 
 
 def normalize_mode(mode: str | None) -> str | None:
@@ -67,7 +82,7 @@ def _reason(exc: Exception) -> str:
         return getattr(exc, "reason", None) or str(exc)
 
 
-class KServeTarget:
+class KServeTarget(Target):
     """One InferenceService in one namespace."""
 
     def __init__(self, api_client: Any, isvc: str, namespace: str, *, mode: str | None = None,
@@ -97,7 +112,7 @@ class KServeTarget:
             return RolloutError(f"not allowed to {action} {where}: {_reason(exc)}")
         return RolloutError(f"cannot {action} {where}: {exc.status} {_reason(exc)}")
 
-    def _read_record(self) -> tuple[RolloutState | None, dict | None]:
+    def _read_record(self) -> tuple[RolloutRecord | None, dict | None]:
         try:
             config_map = self.core.read_namespaced_config_map(self.record_name, self.namespace)
         except _api_exception() as exc:
@@ -105,9 +120,14 @@ class KServeTarget:
                 return None, None
             raise RolloutError(f"cannot read ConfigMap {self.namespace}/{self.record_name}: "
                                f"{exc.status} {_reason(exc)}") from None
-        data = (config_map.data or {}).get(RECORD_KEY)
-        where = f"ConfigMap {self.namespace}/{self.record_name}"
-        return (parse_record(data, where) if data else None), config_map
+        data = (config_map.data or {}).get(ROLLOUT_JSON)
+        if not data:
+            return None, config_map
+        try:
+            return RolloutRecord.parse(data), config_map
+        except RecordError as exc:
+            raise RolloutError(f"unreadable rollout record in ConfigMap {self.namespace}/{self.record_name}: "
+                               f"{exc}") from None
 
     def mode(self, isvc: dict) -> str:
         if self._mode:
@@ -145,39 +165,38 @@ class KServeTarget:
     def model_name(self) -> str:
         return self._layout(self.get())[1]
 
-    def _state_of(self, isvc: dict, record: RolloutState | None) -> RolloutState:
+    def _state_of(self, isvc: dict, record: RolloutRecord | None) -> RolloutRecord:
         model_name = self._layout(isvc)[1]
         predictor = isvc["spec"]["predictor"]
         served = version_of_uri(self._entry(predictor)["uri"])
         if self.mode(isvc) == STANDARD:
             canaries = isvc["spec"].get("canary") or []
             if not canaries:
-                return RolloutState(model_name, stable=served)
+                return RolloutRecord(served, model_name=model_name)
             if len(canaries) > 1:
                 raise RolloutError(f"InferenceService {self.isvc} has {len(canaries)} canaries; "
                                    "fundus-seg rollout manages exactly one")
             canary = canaries[0]
-            return RolloutState(model_name, stable=served,
-                                canary=version_of_uri(self._entry(canary["predictor"])["uri"]),
-                                canary_percent=int(canary.get("trafficPercent", 0)))
+            return RolloutRecord(served, canary=version_of_uri(self._entry(canary["predictor"])["uri"]),
+                                 canary_percent=int(canary.get("trafficPercent", 0)), model_name=model_name)
         percent = predictor.get("canaryTrafficPercent")
         if percent is None or percent == 100:
-            return RolloutState(model_name, stable=served)  # the spec's version is fully rolled out
+            return RolloutRecord(served, model_name=model_name)  # the spec's version is fully rolled out
         if record is not None and record.canary == served:
-            return RolloutState(model_name, stable=record.stable, canary=served, canary_percent=int(percent))
+            return RolloutRecord(record.stable, canary=served, canary_percent=int(percent), model_name=model_name)
         if record is not None and record.canary is None and record.stable == served and percent == 0:
-            return RolloutState(model_name, stable=served)  # after a rollback
+            return RolloutRecord(served, model_name=model_name)  # after a rollback
         raise RolloutError(
             f"InferenceService {self.isvc} has canaryTrafficPercent {percent} for version {served}, "
             f"but its rollout record ConfigMap {self.record_name} does not say which version is stable; "
             "set canaryTrafficPercent yourself or restore the record")
 
-    def state(self, candidate: int | None = None) -> RolloutState:
+    def state(self, candidate: int | None = None) -> RolloutRecord:
         return self._state_of(self.get(), self._read_record()[0])
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _patch(self, isvc: dict, old: RolloutState, new: RolloutState) -> dict:
+    def _patch(self, isvc: dict, old: RolloutRecord, new: RolloutRecord) -> dict:
         repo, name, base = self._layout(isvc)
 
         def entry(version: int) -> list[dict]:
@@ -203,7 +222,7 @@ class KServeTarget:
         # rollback: traffic back to the previous rolled-out revision now, spec back to its version
         return {"spec": {"predictor": {"storageUris": entry(new.stable), "canaryTrafficPercent": 0}}}
 
-    def update(self, change: Callable[[RolloutState], RolloutState], candidate: int | None = None) -> RolloutState:
+    def update(self, change: Callable[[RolloutRecord], RolloutRecord], candidate: int | None = None) -> RolloutRecord:
         ApiException = _api_exception()
         for _ in range(CONFLICT_RETRIES):
             isvc = self.get()
@@ -223,12 +242,11 @@ class KServeTarget:
         raise RolloutError(f"InferenceService {self.isvc} kept changing while updating it "
                            f"({CONFLICT_RETRIES} conflicts); try again")
 
-    def _write_record(self, state: RolloutState, config_map: Any, mode: str) -> None:
+    def _write_record(self, state: RolloutRecord, config_map: Any, mode: str) -> None:
         from kubernetes import client
 
         ApiException = _api_exception()
-        data = {RECORD_KEY: dumps_record(state.to_record(isvc=self.isvc, namespace=self.namespace,
-                                                         deployment_mode=mode)).decode()}
+        data = {ROLLOUT_JSON: state.dumps(isvc=self.isvc, namespace=self.namespace, deployment_mode=mode).decode()}
         labels = {"app.kubernetes.io/part-of": "fundus-seg", "app.kubernetes.io/managed-by": "fundus-seg-rollout"}
         for _ in range(CONFLICT_RETRIES):
             try:

@@ -3,10 +3,10 @@
 Writes the two files described in ``serving/rollout/__init__.py`` into the model repository root:
 ``models.config`` (TF Serving ``ModelServerConfig``; the model's entry pins the stable and canary
 versions and labels them ``stable``/``canary``; other models' entries are kept) and
-``rollout.json`` (``stable``, ``canary``, ``canary_percent`` for the transformer's split). Each is
-written to a temporary file in the same folder and ``os.replace``\\ d into place, models.config
-first: a reader never sees a half-written file, and the transformer never names a label the
-predictor's config does not have.
+``rollout.json`` (the record of ``serving/rollout/record.py``, for the transformer's split). Each
+is written with ``fundus_seg.storage.write_bytes`` (a temporary file in the same folder,
+``os.replace``\\ d into place), models.config first: a reader never sees a half-written file, and
+the transformer never names a label the predictor's config does not have.
 
 A rollout never deletes ``rollout.json``: ``promote`` and ``rollback`` end by writing a final
 record (``canary`` null, ``canary_percent`` 0). Should the file be deleted anyway while
@@ -19,32 +19,17 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from serving.rollout import RolloutError, RolloutState, dumps_record, parse_record
+from fundus_seg import storage
+from serving.rollout.errors import RolloutError
+from serving.rollout.moves import Target
+from serving.rollout.record import CANARY_LABEL, MODELS_CONFIG, ROLLOUT_JSON, STABLE_LABEL, RecordError, RolloutRecord
 
-MODELS_CONFIG = "models.config"
-ROLLOUT_JSON = "rollout.json"
-STABLE_LABEL, CANARY_LABEL = "stable", "canary"
 HEADER = ("# Written by `fundus-seg rollout` (serving/rollout/local.py): the stable and canary\n"
           "# versions of each model, as TF Serving version labels. Edit with the CLI.\n")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _parse_models_config(text: str):
@@ -60,16 +45,16 @@ def _parse_models_config(text: str):
     return config
 
 
-def labelled_state(text: str, model_name: str) -> RolloutState | None:
+def labelled_state(text: str, model_name: str) -> RolloutRecord | None:
     """The state models.config's version labels describe (canary at 0 %), or None without a stable label."""
     entry = next((e for e in _parse_models_config(text).model_config_list.config if e.name == model_name), None)
     if entry is None or STABLE_LABEL not in entry.version_labels:
         return None
     canary = entry.version_labels[CANARY_LABEL] if CANARY_LABEL in entry.version_labels else None
-    return RolloutState(model_name, stable=entry.version_labels[STABLE_LABEL], canary=canary)
+    return RolloutRecord(entry.version_labels[STABLE_LABEL], canary, model_name=model_name)
 
 
-def render_models_config(existing: str | None, state: RolloutState, base_path: Path) -> str:
+def render_models_config(existing: str | None, state: RolloutRecord, base_path: Path) -> str:
     """models.config text with the model's entry set to `state`, other entries unchanged."""
     from google.protobuf import text_format
 
@@ -88,7 +73,7 @@ def render_models_config(existing: str | None, state: RolloutState, base_path: P
     return HEADER + text_format.MessageToString(config)
 
 
-class LocalTarget:
+class LocalTarget(Target):
     """Rollout over the files of a local model repository folder."""
 
     def __init__(self, model_repo: str | os.PathLike, model_name: str = "optic-disc"):
@@ -102,15 +87,17 @@ class LocalTarget:
                                f"holding {model_name}")
 
     def _versions(self) -> list[int]:
-        from fundus_seg import storage
-
         return storage.list_versions(self.model_repo, self.model_name)
 
-    def state(self, candidate: int | None = None) -> RolloutState:
+    def state(self, candidate: int | None = None) -> RolloutRecord:
         if self.rollout_json.exists():
-            state = parse_record(self.rollout_json.read_bytes(), str(self.rollout_json))
+            try:
+                state = RolloutRecord.parse(self.rollout_json.read_bytes())
+            except RecordError as exc:
+                raise RolloutError(f"unreadable rollout record {self.rollout_json}: {exc}") from None
             if state.model_name != self.model_name:
-                raise RolloutError(f"{self.rollout_json} is about model {state.model_name}, not {self.model_name}")
+                raise RolloutError(f"{self.rollout_json} is about model {state.model_name or '(none named)'}, "
+                                   f"not {self.model_name}")
             return state
         if self.models_config.exists() and (state := labelled_state(self.models_config.read_text(), self.model_name)):
             return state
@@ -120,7 +107,7 @@ class LocalTarget:
             versions = older or versions
         if not versions:
             raise RolloutError(f"no published version of {self.model_name} in {self.root}")
-        return RolloutState(self.model_name, stable=versions[-1])
+        return RolloutRecord(versions[-1], model_name=self.model_name)
 
     @contextmanager
     def _lock(self):
@@ -132,7 +119,7 @@ class LocalTarget:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def update(self, change: Callable[[RolloutState], RolloutState], candidate: int | None = None) -> RolloutState:
+    def update(self, change: Callable[[RolloutRecord], RolloutRecord], candidate: int | None = None) -> RolloutRecord:
         with self._lock():
             new = change(self.state(candidate))
             missing = [v for v in (new.stable, new.canary) if v is not None and v not in self._versions()]
@@ -140,8 +127,8 @@ class LocalTarget:
                 raise RolloutError(f"version(s) {missing} of {self.model_name} are not published in {self.root}")
             existing = self.models_config.read_text() if self.models_config.exists() else None
             text = render_models_config(existing, new, self.root / self.model_name)
-            _write_atomically(self.models_config, text.encode())
-            _write_atomically(self.rollout_json, dumps_record(new.to_record()))
+            storage.write_bytes(self.models_config, text.encode())
+            storage.write_bytes(self.rollout_json, new.dumps())
             return new
 
     def status_lines(self) -> list[str]:
@@ -155,3 +142,7 @@ class LocalTarget:
         else:
             lines.append(f"files: {self.models_config} (version labels), {self.rollout_json} (traffic split)")
         return lines
+
+    def wait_ready(self, timeout: float, report: Callable[[str], None] = print) -> bool:
+        """Nothing to wait for: the predictor and the transformer pick the files up on their next poll."""
+        return True

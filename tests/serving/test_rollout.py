@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serving import rollout
 from serving.rollout import cli as rollout_cli
-from serving.rollout import GateFailed, RolloutError, RolloutState, compare_metrics
+from serving.rollout import moves
+from serving.rollout.errors import RolloutError
+from serving.rollout.gate import GateFailed, check_gate, compare_metrics
 from serving.rollout.kserve import KServeTarget
 from serving.rollout.local import LocalTarget
 from serving.rollout.record import STABLE_LABEL, RecordError, RolloutRecord
@@ -96,47 +97,47 @@ def test_local_gate_refuses_nan_serving_metrics_unless_forced(repo, capsys):
     path.write_text(json.dumps(record))  # json writes NaN, and reads it back as nan
     target = LocalTarget(repo)
     with pytest.raises(GateFailed, match="serving version has no usable metrics for dataset rim-one-dl.*--force"):
-        rollout.start(target, 3, report=print)
+        moves.start(target, 3, report=print)
     assert not (repo / "rollout.json").exists() and not (repo / "models.config").exists()
-    assert rollout.start(target, 3, force=True, report=print).canary == 3
+    assert moves.start(target, 3, force=True, report=print).canary == 3
     assert "forced" in capsys.readouterr().out
 
 
 def test_gate_reads_metrics_from_the_repository(repo):
-    gate = rollout.check_gate(str(repo), "optic-disc", 2, 4, 0.01)
+    gate = check_gate(str(repo), "optic-disc", 2, 4, 0.01)
     assert not gate.passed and [r.dataset for r in gate.regressions] == ["rim-one-dl", "rim-one-dl"]
     (repo / "optic-disc" / "2" / "metrics.json").unlink()
     with pytest.raises(RolloutError, match="cannot read the serving version's metrics"):
-        rollout.check_gate(str(repo), "optic-disc", 2, 3, 0.01)
+        check_gate(str(repo), "optic-disc", 2, 3, 0.01)
 
 
 def test_version_resolution(repo):
-    assert rollout.resolve_version("latest", None, str(repo), "optic-disc") == 4
-    assert rollout.resolve_version("3", None, str(repo), "optic-disc") == 3
+    assert moves.resolve_version("latest", None, str(repo), "optic-disc") == 4
+    assert moves.resolve_version("3", None, str(repo), "optic-disc") == 3
     with pytest.raises(RolloutError, match="not published"):
-        rollout.resolve_version("9", None, str(repo), "optic-disc")
+        moves.resolve_version("9", None, str(repo), "optic-disc")
     record = json.loads((repo / "optic-disc" / "3" / "metrics.json").read_text())
     (repo / "optic-disc" / "3" / "metrics.json").write_text(json.dumps({**record, "run_id": "nightly-7"}))
-    assert rollout.resolve_version(None, "nightly-7", str(repo), "optic-disc") == 3
+    assert moves.resolve_version(None, "nightly-7", str(repo), "optic-disc") == 3
     with pytest.raises(RolloutError, match="run id"):
-        rollout.resolve_version(None, "nope", str(repo), "optic-disc")
+        moves.resolve_version(None, "nope", str(repo), "optic-disc")
 
 
 def test_state_transitions_refuse_nonsense():
-    state = RolloutState("optic-disc", stable=2)
+    state = RolloutRecord(model_name="optic-disc", stable=2)
     with pytest.raises(RolloutError, match="already the serving version"):
-        rollout.started(state, 2, 10)
-    canary = rollout.started(state, 3, 10)
+        moves.started(state, 2, 10)
+    canary = moves.started(state, 3, 10)
     with pytest.raises(RolloutError, match="already a canary"):
-        rollout.started(canary, 4, 10)
+        moves.started(canary, 4, 10)
     with pytest.raises(RolloutError, match="between 1 and 99"):
-        rollout.started(state, 3, 100)
+        moves.started(state, 3, 100)
     with pytest.raises(RolloutError, match="not 4"):
-        rollout.promoted(canary, 4)
+        moves.promoted(canary, 4)
     with pytest.raises(RolloutError, match="no canary"):
-        rollout.rolled_back(state)
-    assert rollout.promoted(canary) == RolloutState("optic-disc", stable=3)
-    assert rollout.rolled_back(canary) == state
+        moves.rolled_back(state)
+    assert moves.promoted(canary) == RolloutRecord(model_name="optic-disc", stable=3)
+    assert moves.rolled_back(canary) == state
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +177,12 @@ def test_record_parse_rejects_malformed_records(data, message):
         RolloutRecord.parse(data)
 
 
+def test_unreadable_records_are_rollout_errors(repo):
+    (repo / "rollout.json").write_text('{"model_name": "optic-disc", "stable": "2"}')
+    with pytest.raises(RolloutError, match=r"unreadable rollout record .*rollout.json: stable must be a version"):
+        LocalTarget(repo).state()
+
+
 # ---------------------------------------------------------------------------------------------
 # Local target: models.config + rollout.json
 
@@ -189,8 +196,8 @@ def read_models_config(repo: Path):
 
 def test_local_start_promote(repo):
     target = LocalTarget(repo)
-    state = rollout.start(target, 3, percent=10, report=lambda line: None)
-    assert state == RolloutState("optic-disc", stable=2, canary=3, canary_percent=10)
+    state = moves.start(target, 3, percent=10, report=lambda line: None)
+    assert state == RolloutRecord(model_name="optic-disc", stable=2, canary=3, canary_percent=10)
     model = read_models_config(repo)["optic-disc"]
     assert model.base_path == repo.resolve() / "optic-disc"
     assert model.version_policy.kind == "specific" and model.version_policy.versions == {2, 3}
@@ -200,11 +207,11 @@ def test_local_start_promote(repo):
         {"model_name": "optic-disc", "stable": 2, "canary": 3, "canary_percent": 10}
     assert "updated_at" in record
 
-    assert rollout.start(target, 3, percent=50, report=lambda line: None).canary_percent == 50
+    assert moves.start(target, 3, percent=50, report=lambda line: None).canary_percent == 50
     with pytest.raises(RolloutError, match="already a canary"):
-        rollout.start(target, 1, percent=10, report=lambda line: None)
+        moves.start(target, 1, percent=10, report=lambda line: None)
 
-    assert rollout.promote(target, 3) == RolloutState("optic-disc", stable=3)
+    assert moves.promote(target, 3) == RolloutRecord(model_name="optic-disc", stable=3)
     model = read_models_config(repo)["optic-disc"]
     assert model.version_labels == {"stable": 3} and model.version_policy.versions == {3}
     assert json.loads((repo / "rollout.json").read_text())["canary"] is None
@@ -214,11 +221,11 @@ def test_local_start_promote(repo):
 def test_local_gate_refuses_then_force(repo, capsys):
     target = LocalTarget(repo)
     with pytest.raises(GateFailed, match=r"rim-one-dl: dice_mean 0.8 vs serving 0.895 \(drop 0.095 > 0.01\)"):
-        rollout.start(target, 4, report=print)  # serving: 3 (latest below 4)
+        moves.start(target, 4, report=print)  # serving: 3 (latest below 4)
     assert not (repo / "models.config").exists() and not (repo / "rollout.json").exists()
     assert "v3" in capsys.readouterr().out  # the comparison table was shown
-    state = rollout.start(target, 4, force=True, report=print)
-    assert state == RolloutState("optic-disc", stable=3, canary=4, canary_percent=10)
+    state = moves.start(target, 4, force=True, report=print)
+    assert state == RolloutRecord(model_name="optic-disc", stable=3, canary=4, canary_percent=10)
     assert "forced" in capsys.readouterr().out
 
 
@@ -226,37 +233,37 @@ def test_local_rollback_keeps_other_models(repo):
     (repo / "models.config").write_text(
         'model_config_list { config { name: "vessels" base_path: "/srv/vessels" model_platform: "tensorflow" } }')
     target = LocalTarget(repo)
-    rollout.start(target, 3, report=lambda line: None)
-    assert rollout.rollback(target) == RolloutState("optic-disc", stable=2)
+    moves.start(target, 3, report=lambda line: None)
+    assert moves.rollback(target) == RolloutRecord(model_name="optic-disc", stable=2)
     models = read_models_config(repo)
     assert models["vessels"].base_path == Path("/srv/vessels")
     assert models["optic-disc"].version_labels == {"stable": 2}
     with pytest.raises(RolloutError, match="no canary"):
-        rollout.rollback(target)
+        moves.rollback(target)
 
 
-@pytest.mark.parametrize("end, stable", [(rollout.promote, 3), (rollout.rollback, 2)], ids=["promote", "rollback"])
+@pytest.mark.parametrize("end, stable", [(moves.promote, 3), (moves.rollback, 2)], ids=["promote", "rollback"])
 def test_local_rollout_ends_with_a_final_record_and_the_transformer_stays_on_stable(repo, end, stable):
     """rollout.json is never deleted by a rollout; if someone deletes it, the transformer keeps the stable label."""
     from serving.transformer.routing import VersionRouter
 
     target = LocalTarget(repo)
     router = VersionRouter(repo / "rollout.json", check_every_s=0.0)
-    rollout.start(target, 3, percent=50, report=lambda line: None)
+    moves.start(target, 3, percent=50, report=lambda line: None)
     assert router.split == RolloutRecord(2, 3, 50.0, model_name="optic-disc")
     end(target)
     record = json.loads((repo / "rollout.json").read_text())
     assert (record["stable"], record["canary"], record["canary_percent"]) == (stable, None, 0)
     assert router.split == RolloutRecord(stable, model_name="optic-disc") and read_models_config(repo)["optic-disc"].version_labels == {"stable": stable}
 
-    rollout.start(target, 4, percent=50, force=True, report=lambda line: None)
+    moves.start(target, 4, percent=50, force=True, report=lambda line: None)
     assert router.split == RolloutRecord(stable, 4, 50.0, model_name="optic-disc")
     (repo / "rollout.json").unlink()  # by hand, mid-canary: the predictor's latest version is the canary
     assert {router.choose() for _ in range(200)} == {STABLE_LABEL} and router.split.version_for(STABLE_LABEL) == stable
     assert read_models_config(repo)["optic-disc"].version_labels["stable"] == stable  # the label still resolves
-    assert target.state() == RolloutState("optic-disc", stable=stable, canary=4, canary_percent=0)  # as routed
+    assert target.state() == RolloutRecord(model_name="optic-disc", stable=stable, canary=4, canary_percent=0)  # as routed
     assert "is missing: the transformer sends every request to the stable" in "\n".join(target.status_lines())
-    assert rollout.rollback(target) == RolloutState("optic-disc", stable=stable)  # and the CLI can still end it
+    assert moves.rollback(target) == RolloutRecord(model_name="optic-disc", stable=stable)  # and the CLI can still end it
     assert json.loads((repo / "rollout.json").read_text())["stable"] == stable
 
 
@@ -314,12 +321,12 @@ def quiet(line):
 
 def test_serverless_start_patches_storage_and_canary_percent(kube_api, cluster, repo):
     target = cluster()
-    assert target.state() == RolloutState("optic-disc", stable=2)
+    assert target.state() == RolloutRecord(model_name="optic-disc", stable=2)
     assert target.model_repo == str(repo) and target.model_name == "optic-disc"
     before = stored(kube_api)
 
-    state = rollout.start(target, 3, percent=10, report=quiet)
-    assert state == RolloutState("optic-disc", stable=2, canary=3, canary_percent=10)
+    state = moves.start(target, 3, percent=10, report=quiet)
+    assert state == RolloutRecord(model_name="optic-disc", stable=2, canary=3, canary_percent=10)
     (patch,) = kube_api.writes(ISVC)
     assert patch["method"] == "PATCH" and patch["content_type"] == "application/merge-patch+json"
     assert patch["body"]["metadata"] == {"resourceVersion": before["metadata"]["resourceVersion"]}
@@ -331,46 +338,46 @@ def test_serverless_start_patches_storage_and_canary_percent(kube_api, cluster, 
         {"stable": 2, "canary": 3, "canary_percent": 10, "deployment_mode": "Serverless"}
     assert target.state() == state  # the stable version comes from the record during the canary
 
-    assert rollout.start(target, 3, percent=30, report=quiet).canary_percent == 30
+    assert moves.start(target, 3, percent=30, report=quiet).canary_percent == 30
     assert stored(kube_api)["spec"]["predictor"]["canaryTrafficPercent"] == 30
 
 
 def test_serverless_promote_removes_canary_percent(kube_api, cluster):
     target = cluster()
-    rollout.start(target, 3, report=quiet)
-    assert rollout.promote(target, 3) == RolloutState("optic-disc", stable=3)
+    moves.start(target, 3, report=quiet)
+    assert moves.promote(target, 3) == RolloutRecord(model_name="optic-disc", stable=3)
     predictor = stored(kube_api)["spec"]["predictor"]
     assert "canaryTrafficPercent" not in predictor
     assert predictor["storageUris"][0]["uri"].endswith("/optic-disc/3")
     assert record(kube_api)["stable"] == 3 and record(kube_api)["canary"] is None
-    assert target.state() == RolloutState("optic-disc", stable=3)
+    assert target.state() == RolloutRecord(model_name="optic-disc", stable=3)
 
 
 def test_serverless_rollback_pins_traffic_to_the_stable_version(kube_api, cluster):
     target = cluster()
-    rollout.start(target, 3, report=quiet)
-    assert rollout.rollback(target) == RolloutState("optic-disc", stable=2)
+    moves.start(target, 3, report=quiet)
+    assert moves.rollback(target) == RolloutRecord(model_name="optic-disc", stable=2)
     predictor = stored(kube_api)["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 0
     assert predictor["storageUris"] == [{"uri": predictor["storageUris"][0]["uri"], "mountPath": "/mnt/models/2"}]
     assert predictor["storageUris"][0]["uri"].endswith("/optic-disc/2")
-    assert target.state() == RolloutState("optic-disc", stable=2)
+    assert target.state() == RolloutRecord(model_name="optic-disc", stable=2)
     # the next canary starts from there
-    assert rollout.start(target, 3, percent=5, report=quiet).canary_percent == 5
+    assert moves.start(target, 3, percent=5, report=quiet).canary_percent == 5
     assert stored(kube_api)["spec"]["predictor"]["canaryTrafficPercent"] == 5
 
 
 def test_gate_failure_touches_nothing(kube_api, cluster):
     target = cluster(version=3)
     with pytest.raises(GateFailed, match="rim-one-dl"):
-        rollout.start(target, 4, report=quiet)
+        moves.start(target, 4, report=quiet)
     assert kube_api.writes() == []
 
 
 def test_conflict_is_re_read_and_retried(kube_api, cluster):
     target = cluster()
     kube_api.fail_next_writes((409, "Conflict"))
-    assert rollout.start(target, 3, report=quiet).canary == 3
+    assert moves.start(target, 3, report=quiet).canary == 3
     patches = kube_api.writes(ISVC)
     assert len(patches) == 2
     assert patches[0]["body"]["metadata"]["resourceVersion"] != patches[1]["body"]["metadata"]["resourceVersion"]
@@ -401,7 +408,7 @@ def test_real_concurrent_change_is_not_overwritten(kube_api, cluster):
 
     target.get = get_then_race
     with pytest.raises(RolloutError, match="already a canary at 50%"):
-        target.update(lambda state: rollout.started(state, 3, 10))
+        target.update(lambda state: moves.started(state, 3, 10))
     assert kube_api.writes(ISVC)[0]["method"] == "PATCH"  # the stale write was refused with 409
     assert stored(kube_api)["spec"]["predictor"]["canaryTrafficPercent"] == 50
 
@@ -410,7 +417,7 @@ def test_endless_conflicts_give_up(kube_api, cluster):
     target = cluster()
     kube_api.fail_next_writes(*[(409, "Conflict")] * 20)
     with pytest.raises(RolloutError, match="kept changing"):
-        target.update(lambda state: rollout.started(state, 3, 10))
+        target.update(lambda state: moves.started(state, 3, 10))
 
 
 def test_missing_isvc_and_forbidden(kube_api, repo):
@@ -421,7 +428,7 @@ def test_missing_isvc_and_forbidden(kube_api, repo):
     target = KServeTarget(kube_api_client(kube_api), "optic-disc", NS)
     kube_api.fail_next_writes((403, "Forbidden"))
     with pytest.raises(RolloutError, match="not allowed to patch"):
-        target.update(lambda s: rollout.started(s, 3, 10))
+        target.update(lambda s: moves.started(s, 3, 10))
 
 
 def test_unmanaged_canary_is_refused(kube_api, cluster):
@@ -444,8 +451,8 @@ def test_single_storage_uri_is_explained(kube_api, repo):
 
 def test_standard_mode_uses_spec_canary(kube_api, cluster, repo):
     target = cluster(mode="Standard")
-    state = rollout.start(target, 3, percent=20, report=quiet)
-    assert state == RolloutState("optic-disc", stable=2, canary=3, canary_percent=20)
+    state = moves.start(target, 3, percent=20, report=quiet)
+    assert state == RolloutRecord(model_name="optic-disc", stable=2, canary=3, canary_percent=20)
     spec = stored(kube_api)["spec"]
     assert "canaryTrafficPercent" not in spec["predictor"]
     assert spec["predictor"]["storageUris"][0]["mountPath"] == "/mnt/models/2"
@@ -456,13 +463,13 @@ def test_standard_mode_uses_spec_canary(kube_api, cluster, repo):
     assert canary["predictor"]["model"]["modelFormat"] == {"name": "tensorflow"}
     assert target.state() == state
 
-    assert rollout.promote(target) == RolloutState("optic-disc", stable=3)
+    assert moves.promote(target) == RolloutRecord(model_name="optic-disc", stable=3)
     spec = stored(kube_api)["spec"]
     assert "canary" not in spec
     assert spec["predictor"]["storageUris"] == [{"uri": f"{repo}/optic-disc/3", "mountPath": "/mnt/models/3"}]
 
-    rollout.start(target, 4, force=True, report=quiet)
-    assert rollout.rollback(target, 4) == RolloutState("optic-disc", stable=3)
+    moves.start(target, 4, force=True, report=quiet)
+    assert moves.rollback(target, 4) == RolloutRecord(model_name="optic-disc", stable=3)
     assert "canary" not in stored(kube_api)["spec"]
 
 
@@ -471,17 +478,17 @@ def test_patched_objects_still_validate_against_the_crd(kube_api, cluster):
 
     for mode in ("Serverless", "Standard"):
         target = cluster(mode=mode)
-        rollout.start(target, 3, report=quiet)
+        moves.start(target, 3, report=quiet)
         isvc = stored(kube_api)
         isvc.pop("status")
         isvc["metadata"] = {k: isvc["metadata"][k] for k in ("name", "namespace", "labels", "annotations")}
         assert validation_errors(isvc) == [], mode
-        rollout.rollback(target)
+        moves.rollback(target)
 
 
 def test_wait_ready_follows_the_watch(kube_api, cluster):
     target = cluster()
-    rollout.start(target, 3, report=quiet)
+    moves.start(target, 3, report=quiet)
     isvc = stored(kube_api)
     assert isvc["metadata"]["generation"] == 2
     lines = []

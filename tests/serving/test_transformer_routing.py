@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 
 from serving.rollout.record import CANARY_LABEL, STABLE_LABEL, RolloutRecord
 from serving.transformer.routing import VersionRouter
@@ -100,3 +102,12 @@ def test_a_broken_file_before_any_rollout_sends_no_label(tmp_path):
     path.write_text("[]")
     router = VersionRouter(path, check_every_s=0.0)
     assert router.choose() is None and router.split is None
+
+
+def test_importing_the_router_loads_no_heavy_dependency():
+    """The record it reads lives in serving.rollout, whose gate needs preprocessing: none of that comes along."""
+    code = ("import sys, serving.transformer.routing; "
+            "print(sorted(m for m in ('numpy', 'cv2', 'tensorflow', 'kubernetes', 'preprocessing', "
+            "'serving.rollout.gate') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
