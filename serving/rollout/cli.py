@@ -6,7 +6,9 @@
     fundus-seg rollout rollback --isvc optic-disc -n fundus-seg
     fundus-seg rollout start    --local models --version 4     # the one-machine default
 
-`register(subparsers)` adds the command; serving/cli.py calls it.
+`register(subparsers)` adds the command; serving/cli.py calls it. Each action drives a
+`Target` (serving/rollout/moves.py) through its interface alone; the kubernetes client is
+imported only when a cluster target is built.
 """
 from __future__ import annotations
 
@@ -14,8 +16,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from serving import rollout
-from serving.rollout import DEFAULT_PERCENT, DEFAULT_TOLERANCE, RolloutError
+from serving.rollout import moves
+from serving.rollout.errors import RolloutError
+from serving.rollout.gate import DEFAULT_TOLERANCE
+from serving.rollout.kserve import KServeTarget
+from serving.rollout.local import LocalTarget
+from serving.rollout.moves import DEFAULT_PERCENT, Target
+from serving.rollout.record import RolloutRecord
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -107,34 +114,29 @@ def default_namespace(kubeconfig: str | None, context: str | None) -> str:
         return "default"
 
 
-def target_from_args(args: argparse.Namespace):
+def target_from_args(args: argparse.Namespace) -> Target:
     if args.local:
-        from serving.rollout.local import LocalTarget
-
         if args.model_repo:
             raise RolloutError("--local is the model repository; drop --model-repo")
         return LocalTarget(args.local, args.model_name or "optic-disc")
-    from serving.rollout.kserve import KServeTarget
-
     namespace = args.namespace or default_namespace(args.kubeconfig, args.context)
     return KServeTarget(kube_api_client(args.kubeconfig, args.context), args.isvc, namespace,
                         mode=None if args.mode == "auto" else args.mode,
                         model_repo=args.model_repo, model_name=args.model_name)
 
 
-def _report_state(target, state, args) -> int:
+def _report_state(target: Target, state: RolloutRecord, args: argparse.Namespace) -> int:
     print(state.describe())
-    if getattr(args, "wait", False) and hasattr(target, "wait_ready"):
-        if not target.wait_ready(args.timeout):
-            print(f"not ready after {args.timeout:g}s", file=sys.stderr)
-            return 1
+    if args.wait and not target.wait_ready(args.timeout):
+        print(f"not ready after {args.timeout:g}s", file=sys.stderr)
+        return 1
     return 0
 
 
 def _start(args: argparse.Namespace) -> int:
     target = target_from_args(args)
-    version = rollout.resolve_version(args.version, args.run_id, target.model_repo, target.model_name)
-    state = rollout.start(target, version, args.percent, args.tolerance, args.force)
+    version = moves.resolve_version(args.version, args.run_id, target.model_repo, target.model_name)
+    state = moves.start(target, version, args.percent, args.tolerance, args.force)
     return _report_state(target, state, args)
 
 
@@ -143,14 +145,14 @@ def _status(args: argparse.Namespace) -> int:
     print(target.state().describe())
     for line in target.status_lines():
         print(line)
-    if args.watch and hasattr(target, "wait_ready"):
+    if args.watch:
         return 0 if target.wait_ready(args.timeout) else 1
     return 0
 
 
 def _promote(args: argparse.Namespace) -> int:
     target = target_from_args(args)
-    state = rollout.promote(target, args.version)
+    state = moves.promote(target, args.version)
     code = _report_state(target, state, args)
     if args.isvc:
         print(f"record it in the Helm release: helm upgrade <release> charts/fundus-seg --reuse-values "
@@ -160,4 +162,4 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     target = target_from_args(args)
-    return _report_state(target, rollout.rollback(target, args.version), args)
+    return _report_state(target, moves.rollback(target, args.version), args)

@@ -272,7 +272,8 @@ def test_local_cli(repo, capsys):
     run(["rollout", "status", "--local", str(repo)])
     out = capsys.readouterr().out
     assert "stable version 2 80%, canary version 3 20%" in out and "rollout.json" in out
-    run(["rollout", "promote", "--local", str(repo)])
+    assert run(["rollout", "status", "--local", str(repo), "--watch"]) == 0  # nothing to wait for locally
+    assert run(["rollout", "promote", "--local", str(repo), "--wait"]) == 0
     assert json.loads((repo / "rollout.json").read_text())["stable"] == 3
 
 
