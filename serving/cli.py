@@ -1,16 +1,16 @@
-"""`fundus-seg serve | segment | benchmark` (and `rollout`, registered from serving.rollout.cli).
+"""`fundus-seg serve | segment | benchmark | rollout` (rollout's own commands live in serving.rollout.cli).
 
 Heavy imports (TensorFlow, KServe, gRPC) happen inside the commands, so `fundus-seg --help` stays fast.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
 
 from fundus_seg.paths import BUNDLED_MODEL_REPO, DEFAULT_MODEL_NAME
+from serving.rollout import cli as rollout_cli
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,18 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     benchmark.build_parser(bench)
     bench.set_defaults(func=lambda args: benchmark.main(args, "fundus-seg benchmark " + " ".join(sys.argv[2:])))
 
-    _register_rollout(subparsers)
-
-
-def _register_rollout(subparsers: argparse._SubParsersAction) -> None:
-    """`fundus-seg rollout ...` lives in serving.rollout.cli (built separately; optional here)."""
-    try:
-        module = importlib.import_module("serving.rollout.cli")
-    except ModuleNotFoundError as exc:
-        if exc.name != "serving.rollout.cli":
-            raise
-        return
-    module.register(subparsers)
+    rollout_cli.register(subparsers)
 
 
 def run_serve(args: argparse.Namespace) -> int:
