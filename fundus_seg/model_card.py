@@ -1,9 +1,9 @@
 """The model card: what a published version is, typed; its one wire form is the version's metrics.json.
 
-Written once, at publish, and carried twice: as `metrics.json` next to the SavedModel (for
-training, evaluation, rollout gating and the report, which read the repository) and inside the
-SavedModel as the `model_card` signature (for the transformer, which in the cluster can reach a
-version only through TF Serving). Whoever serves a version therefore prepares its input with the
+Written once, at publish, and carried twice (`fundus_seg.model_repository` owns both places): as
+`metrics.json` next to the SavedModel (for training, evaluation, rollout gating and the report,
+which read the repository) and inside the SavedModel as the `model_card` signature (for the
+transformer, which in the cluster can reach a version only through TF Serving). Whoever serves a version therefore prepares its input with the
 preprocessing it was trained with, the way nnU-Net ships its plans with the model.
 
 Readers take a `ModelCard`, never the JSON by key. Unknown keys are kept (`extra`), so a card
@@ -15,14 +15,13 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from preprocessing.transform import PreprocessConfig
-from training_job.config import UNetConfig
 
-CARD_SIGNATURE = "model_card"
-"""SavedModel signature with no inputs whose output `card` is this card as JSON (a string scalar)."""
-CARD_OUTPUT = "card"
+if TYPE_CHECKING:
+    from training_job.config import UNetConfig
+
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -81,6 +80,8 @@ class ModelCard:
     def from_dict(cls, document: Any) -> ModelCard:
         if not isinstance(document, dict):
             raise ModelCardError(f"a model card is a JSON object, got {type(document).__name__}")
+        from training_job.config import UNetConfig  # here: training_job.config imports the rollout gate, which reads cards
+
         config = document.get("config") if isinstance(document.get("config"), dict) else {}
         try:
             architecture = UNetConfig(**_known(UNetConfig, config.get("model") or {}))

@@ -12,33 +12,11 @@ path-style addressing is used, and checksums are only sent when an operation req
 (set ``AWS_REQUEST_CHECKSUM_CALCULATION`` to override) so that stores without the newer
 AWS checksum headers keep working.
 
-Model repository (TF Serving layout): ``<repo>/<model>/<version>/`` holding ``saved_model.pb``,
-``variables/`` and ``metrics.json``. A version counts only once its ``saved_model.pb`` exists
-(this is also what TF Serving looks for); names starting with ``.`` (``.tmp-*`` staging) and
-non-numeric names are ignored. ``publish_version`` never overwrites a version:
-
-* local -- the model is copied into ``<repo>/<model>/.tmp-<uuid>/`` and ``os.rename``\\ d to
-  ``<version>/``. The rename is atomic and fails when the target already holds files, so a
-  reader sees either no version directory or a complete one, and of two concurrent publishers
-  the loser moves on to the next number.
-* S3 -- there is no rename. The publisher first claims the version with a create-only write of
-  ``<version>/.claim`` (``If-None-Match: *``) and checks the prefix holds nothing else, then
-  uploads every file except ``saved_model.pb``, and ``saved_model.pb`` last (again
-  create-only). Until that last write the version is invisible to ``list_versions`` and to TF
-  Serving; the claim stops two publishers from mixing their files in one version. An endpoint
-  that rejects conditional writes gets a logged warning and a check-then-write plus read-back
-  of the claim: fine for one publisher at a time, not a guarantee under a race.
-
-With ``run_id`` given, ``metrics.json`` of the published version records ``"run_id"``, and a
-publish whose run id is already recorded by a complete version returns that version instead of
-publishing a duplicate (a rerun of the same training Job is idempotent). This check is for
-reruns, not for two simultaneous publishers of the same run. A crash mid-publish leaves only an
-invisible ``.tmp-*`` directory (local) or a claimed, incomplete version (S3), which later
-publishes skip; ``delete_prefix`` removes either.
+The model repository's layout and publishing live in `fundus_seg.model_repository`, which
+uses these functions.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import json
@@ -54,7 +32,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
-from preprocessing.errors import FundusSegError, ModelRepositoryError
+from fundus_seg.progress import transfer_progress
+from preprocessing.errors import FundusSegError
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +41,7 @@ log = logging.getLogger(__name__)
 class StorageError(FundusSegError):
     """Object storage that cannot be reached or used (no such bucket, no credentials, ...)."""
 
-SAVED_MODEL = "saved_model.pb"
-METRICS = "metrics.json"
-CLAIM = ".claim"
-STAGING_PREFIX = ".tmp-"
+STAGING_PREFIX = ".tmp-"  # hidden names: never mistaken for a version or a dataset file
 UPLOAD_WORKERS = 8
 
 Uri = str | os.PathLike[str]
@@ -108,25 +84,6 @@ def _split_s3(uri: str) -> tuple[str, str]:
 
 def _as_dir(key: str) -> str:
     return f"{key}/" if key else ""
-
-
-# ---------------------------------------------------------------------------------------------
-# Progress
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total_bytes: int, description: str) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n_bytes)``; draws a rich byte progress bar when enabled."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn()) as bar:
-        task = bar.add_task(description, total=total_bytes)
-        yield lambda n: bar.advance(task, n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +414,7 @@ def upload_dir(local_dir: Uri, uri: Uri, *, files: Iterable[str] | None = None, 
     local_dir = Path(local_dir)
     names = sorted(files) if files is not None else _walk(local_dir)
     total = sum((local_dir / n).stat().st_size for n in names)  # also fails early on a missing file
-    with _progress(progress, total, f"upload -> {uri}") as advance:
+    with transfer_progress(progress, total, f"upload -> {uri}") as advance:
         open_storage(uri).upload_files(local_dir, names, str(uri), advance)
     return names
 
@@ -477,144 +434,3 @@ def download_dir(uri: Uri, local_dir: Uri) -> Path:
 def delete_prefix(uri: Uri) -> None:
     """Delete ``uri`` and everything under it; a missing one is not an error."""
     open_storage(uri).delete_prefix(str(uri))
-
-
-# ---------------------------------------------------------------------------------------------
-# Model repository
-
-
-def version_uri(model_repo_uri: Uri, model_name: str, version: int) -> str:
-    return join(model_repo_uri, model_name, str(version))
-
-
-def _numeric(names: Iterable[str]) -> list[int]:
-    return sorted(int(n) for n in names if n.isdecimal())
-
-
-def list_versions(model_repo_uri: Uri, model_name: str) -> list[int]:
-    """Complete versions, ascending: numeric directories holding ``saved_model.pb``."""
-    candidates = _numeric(list_dir(join(model_repo_uri, model_name)))
-    return [v for v in candidates if exists(join(version_uri(model_repo_uri, model_name, v), SAVED_MODEL))]
-
-
-def latest_version(model_repo_uri: Uri, model_name: str) -> int | None:
-    versions = list_versions(model_repo_uri, model_name)
-    return versions[-1] if versions else None
-
-
-def next_version(model_repo_uri: Uri, model_name: str) -> int:
-    """One above every numeric name, incomplete ones included: those may be publishes in flight."""
-    return max(_numeric(list_dir(join(model_repo_uri, model_name))), default=0) + 1
-
-
-def version_for_run(model_repo_uri: Uri, model_name: str, run_id: str) -> int | None:
-    """The complete version whose metrics.json records ``run_id``, if any (newest first)."""
-    for v in reversed(list_versions(model_repo_uri, model_name)):
-        try:
-            if read_json(join(version_uri(model_repo_uri, model_name, v), METRICS)).get("run_id") == run_id:
-                return v
-        except (FileNotFoundError, ValueError, AttributeError):
-            continue
-    return None
-
-
-def _metrics_with_run_id(local_dir: Path, run_id: str | None) -> bytes | None:
-    """metrics.json content to publish in place of the local one, or None to copy it as is."""
-    if run_id is None:
-        return None
-    path = local_dir / METRICS
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
-    return json.dumps({**metrics, "run_id": run_id}, indent=2, sort_keys=True).encode() + b"\n"
-
-
-_MAX_ATTEMPTS = 100
-
-
-def _candidates(model_uri: str, version: int | None) -> Iterator[int]:
-    """The versions to try: the requested one, or the next free number, always moving forward."""
-    if version is not None:
-        yield version
-        return
-    tried = 0
-    for _ in range(_MAX_ATTEMPTS):
-        tried = max(tried + 1, max(_numeric(list_dir(model_uri)), default=0) + 1)
-        yield tried
-
-
-def _publish_local(local_dir: Path, model_uri: str, version: int | None, run_id: str | None) -> int:
-    metrics = _metrics_with_run_id(local_dir, run_id)
-    model_dir = local_path(model_uri)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    staging = model_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-    try:
-        shutil.copytree(local_dir, staging)
-        if metrics is not None:
-            (staging / METRICS).write_bytes(metrics)
-        for candidate in _candidates(model_uri, version):
-            try:
-                _rename_into_place(staging, model_dir / str(candidate))
-                return candidate
-            except FileExistsError:
-                continue
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    raise _taken(model_uri, version)
-
-
-def _claim_s3(store: S3Storage, version_dir: str, run_id: str | None) -> bool:
-    """Own ``version_dir``: create its claim object and make sure nothing else is there."""
-    token = uuid.uuid4().hex
-    claim_uri = join(version_dir, CLAIM)
-    if not store.put_if_absent(claim_uri, json.dumps({"publisher": token, "run_id": run_id}).encode()):
-        return False
-    if json.loads(store.read_bytes(claim_uri)).get("publisher") != token:
-        return False  # lost a race on an endpoint without conditional writes
-    return store.list_dir(version_dir) == [CLAIM]  # else: files from someone who did not claim
-
-
-def _publish_s3(local_dir: Path, model_uri: str, version: int | None, run_id: str | None, progress: bool) -> int:
-    metrics = _metrics_with_run_id(local_dir, run_id)
-    store = S3Storage()
-    for candidate in _candidates(model_uri, version):
-        target = join(model_uri, str(candidate))
-        if not _claim_s3(store, target, run_id):
-            continue
-        last = {SAVED_MODEL} | ({METRICS} if metrics is not None else set())
-        rest = [n for n in _walk(local_dir) if n not in last]
-        upload_dir(local_dir, target, files=rest, progress=progress)
-        if metrics is not None:
-            store.write_bytes(join(target, METRICS), metrics)
-        if not store.put_if_absent(join(target, SAVED_MODEL), (local_dir / SAVED_MODEL).read_bytes()):
-            raise ModelRepositoryError(f"{target}: saved_model.pb appeared in a version this publisher had claimed")
-        return candidate
-    raise _taken(model_uri, version)
-
-
-def _taken(model_uri: str, version: int | None) -> ModelRepositoryError:
-    if version is not None:
-        return ModelRepositoryError(f"{model_uri}/{version} already exists; versions are never overwritten")
-    return ModelRepositoryError(f"{model_uri}: no free version after {_MAX_ATTEMPTS} attempts")
-
-
-def publish_version(local_saved_model_dir: Uri, model_repo_uri: Uri, model_name: str, *,
-                    version: int | None = None, run_id: str | None = None, progress: bool = False) -> int:
-    """Publish a SavedModel folder as a new version atomically; returns the version number.
-
-    ``version=None`` takes the next free number (and the one after when another publisher wins
-    the race); an explicit ``version`` that exists raises ModelRepositoryError. With ``run_id``,
-    an existing complete version of the same run is returned instead of publishing again.
-    See the module docstring for what "atomic" means on each backend.
-    """
-    local_dir = Path(local_saved_model_dir)
-    if not (local_dir / SAVED_MODEL).is_file():
-        raise ModelRepositoryError(f"{local_dir}: not a SavedModel folder (no {SAVED_MODEL})")
-    if run_id is not None and (done := version_for_run(model_repo_uri, model_name, run_id)) is not None:
-        log.info("run %s is already published as %s version %d", run_id, model_name, done)
-        return done
-    model_uri = join(model_repo_uri, model_name)
-    if is_s3(model_uri):
-        published = _publish_s3(local_dir, model_uri, version, run_id, progress)
-    else:
-        published = _publish_local(local_dir, model_uri, version, run_id)
-    log.info("published %s version %d", model_uri, published)
-    return published

@@ -208,28 +208,26 @@ def _relative(path: Path) -> str:
 
 
 def latest_version_dir(model_repo: Path, model_name: str) -> Path:
-    from preprocessing.errors import ModelRepositoryError
+    from fundus_seg.model_repository import local_version
 
-    base = Path(model_repo) / model_name
-    versions = sorted((int(p.name), p) for p in base.glob("*") if p.name.isdigit() and (p / "saved_model.pb").is_file())
-    if not versions:
-        raise ModelRepositoryError(f"no model version in {base} (train one with `fundus-seg train --out {model_repo}`)")
-    return versions[-1][1]
+    return local_version(Path(model_repo) / model_name)
 
 
 def measure_floor(image: bytes, version_dir: Path, requests: int, batch: int, warmup: int) -> Floor:
-    import tensorflow as tf
+    import functools
 
-    from preprocessing.pipeline import prepare
-    from serving.transformer.result import segment_probability
+    from fundus_seg.model_repository import load_version
+    from preprocessing.pipeline import prepare as prepare_with
+    from serving.transformer.result import segment_probability as segment_with
 
-    loaded = tf.saved_model.load(str(version_dir))
-    model = loaded.signatures["serving_default"]
-    params = sum(int(np.prod(v.shape)) for v in getattr(loaded, "variables", []))
+    version = load_version(version_dir)  # the same work the transformer does: the version's own card
+    params = version.parameters
     describe = f"`{_relative(version_dir)}` ({params / 1e6:.2f} M parameters)" if params else f"`{version_dir}`"
+    call = version.predict
+    prepare = functools.partial(prepare_with, config=version.card.preprocess)
 
-    def call(inputs: np.ndarray) -> np.ndarray:
-        return model(images=tf.constant(inputs))["disc_probability"].numpy()
+    def segment_probability(probability, box):
+        return segment_with(probability, box, version.card.threshold)
 
     stages: dict[str, list[float]] = {"decode_preprocess": [], "predict": [], "postprocess": []}
     for i in range(warmup + requests):

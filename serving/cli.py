@@ -62,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import signal
 
+    from fundus_seg.model_repository import list_versions
     from serving.stack import LocalStack, StackConfig
 
     # Installed explicitly: a process started in the background inherits SIGINT *ignored*, and
@@ -73,7 +74,7 @@ def run_serve(args: argparse.Namespace) -> int:
                          http_port=args.http_port, grpc_port=args.grpc_port,
                          predictor_grpc_port=args.predictor_grpc_port, predictor_rest_port=args.predictor_rest_port,
                          predictor_api=args.predictor_api, enable_batching=not args.no_batching)
-    versions = sorted(p.name for p in (config.model_repo / config.model_name).glob("*/saved_model.pb"))
+    versions = list_versions(config.model_repo, config.model_name)
     print(f"fundus-seg serve: model repository {config.model_repo / config.model_name} "
           f"({'no version yet: ready once one is published' if not versions else 'starting'})", file=sys.stderr)
     stack = LocalStack(config)

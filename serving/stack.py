@@ -66,6 +66,9 @@ class StackConfig:
                 "--port", str(self.predictor_grpc_port), "--rest_api_port", str(self.predictor_rest_port),
                 "--model_name", self.model_name, *models,
                 "--file_system_poll_wait_seconds", str(self.poll_seconds),
+                # the serving contract (fundus_seg.model_repository): a version without it never serves
+                "--required_input", "images:float32:-1,128,128,3",
+                "--required_output", "disc_probability:float32:-1,128,128,1",
                 *(["--enable_batching"] if self.enable_batching else [])]
 
     def transformer_command(self) -> list[str]:

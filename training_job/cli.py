@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fundus_seg.paths import BUNDLED_MODEL_REPO, DEFAULT_MODEL_NAME
-from preprocessing.errors import FundusSegError, ModelRepositoryError
+from preprocessing.errors import FundusSegError
 from serving.rollout import DEFAULT_TOLERANCE
 from training_job.config import (ACCELERATORS, INCREMENTAL_EPOCHS, MODES, PUBLISH_REFUSED_EXIT, JobOptions, RunConfig,
                                  configs_from_dict, read_config_file, with_overrides)
@@ -136,13 +136,9 @@ def log_to_stderr() -> None:
 
 def resolve_version_dir(model: str | None) -> Path:
     """`REPO/NAME/VERSION`, or `REPO/NAME` (its latest version); default: the bundled model."""
-    path = Path(model) if model else BUNDLED_MODEL_REPO / DEFAULT_MODEL_NAME
-    if (path / "saved_model.pb").is_file():
-        return path
-    versions = sorted(int(p.name) for p in path.glob("*") if p.name.isdigit() and (p / "saved_model.pb").is_file())
-    if not versions:
-        raise ModelRepositoryError(f"{path}: no model version found (expected {path}/<version>/saved_model.pb)")
-    return path / str(versions[-1])
+    from fundus_seg.model_repository import local_version
+
+    return local_version(Path(model) if model else BUNDLED_MODEL_REPO / DEFAULT_MODEL_NAME)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -162,10 +158,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training_job.evaluate import evaluate, load_predictor
+    from fundus_seg.model_repository import load_version
+    from training_job.evaluate import evaluate
 
     version_dir = resolve_version_dir(args.model)
-    result = evaluate(load_predictor(version_dir), args.data, args.split)
+    version = load_version(version_dir)  # scored with the preprocessing and threshold on its card
+    result = evaluate(version.predict, args.data, args.split, version.card.preprocess,
+                      threshold=version.card.threshold)
     result = {"model": str(version_dir), "data": args.data, "split": args.split, **result}
     if args.json:
         print(json.dumps(result))

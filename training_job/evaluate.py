@@ -10,25 +10,15 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import tensorflow as tf
 
 from preprocessing.datasets import read_manifest
 from preprocessing.decode import decode_mask
-from preprocessing.errors import DatasetError, ModelRepositoryError
+from preprocessing.errors import DatasetError
 from preprocessing.metrics import dice, radius_within, summarize
 from preprocessing.pipeline import finish, finish_small, prepare
 from preprocessing.transform import PreprocessConfig, preprocess_mask
 
 Predict = Callable[[np.ndarray], np.ndarray]  # N x 128 x 128 x 3 -> N x 128 x 128 x 1
-
-
-def load_predictor(version_dir: str | Path) -> Predict:
-    """The `serving_default` signature of a published SavedModel version as a numpy function."""
-    version_dir = Path(version_dir)
-    if not (version_dir / "saved_model.pb").is_file():
-        raise ModelRepositoryError(f"{version_dir}: not a SavedModel version (no saved_model.pb)")
-    signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    return lambda batch: signature(images=tf.constant(batch, tf.float32))["disc_probability"].numpy()
 
 
 def keras_predictor(model) -> Predict:
@@ -41,6 +31,7 @@ def evaluate(
     split: str | None = "test",
     config: PreprocessConfig = PreprocessConfig(),
     batch_size: int = 16,
+    threshold: float = 0.5,
 ) -> dict:
     """`summarize` at the original resolution, plus the same at 128x128 under `"at_128"`."""
     records = [r for r in read_manifest(folder) if split is None or r.split == split]
@@ -53,11 +44,11 @@ def evaluate(
         probabilities = predict(np.stack([p.input for p in prepared]))
         for record, item, probability in zip(chunk, prepared, probabilities):
             truth = decode_mask(record.disc_mask.read_bytes())
-            mask = finish(probability, item.box)
+            mask = finish(probability, item.box, threshold)
             full_dice.append(dice(mask, truth))
             full_ok.append(radius_within(mask, truth))
             truth_small = preprocess_mask(truth, config)[..., 0] >= 0.5
-            mask_small = finish_small(probability)
+            mask_small = finish_small(probability, threshold)
             small_dice.append(dice(mask_small, truth_small))
             small_ok.append(radius_within(mask_small, truth_small))
     result = summarize(full_dice, full_ok)

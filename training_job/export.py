@@ -1,10 +1,8 @@
 """Write a trained model as a TF Serving SavedModel version with its model card, and publish it.
 
-The signatures are the contract with every predictor: `serving_default`, input `images` float32
-N x 128 x 128 x 3 (preprocessed), output `disc_probability` float32 N x 128 x 128 x 1; and
-`model_card`, no inputs, output `card`: the version's card as JSON, so the transformer learns the
-preprocessing this version was trained with from the version itself (fundus_seg.model_card). The
-same card is the version's metrics.json.
+What a version holds and which signatures it has is `fundus_seg.model_repository`'s contract;
+this module builds them from a Keras model: `serving_default` runs the U-Net, `model_card`
+returns the card, and the same card is written as metrics.json.
 """
 from __future__ import annotations
 
@@ -14,11 +12,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from fundus_seg import storage
-from fundus_seg.model_card import CARD_OUTPUT, CARD_SIGNATURE, ModelCard
+from fundus_seg import model_repository
+from fundus_seg.model_card import ModelCard
+from fundus_seg.model_repository import CARD_OUTPUT, CARD_SIGNATURE, INPUT_KEY, KERAS_FILE, OUTPUT_KEY, SERVING_SIGNATURE
 
-INPUT_KEY, OUTPUT_KEY, SIGNATURE = "images", "disc_probability", "serving_default"
-KERAS_FILE = "model.keras"
 
 
 def inference_copy(model: keras.Model) -> keras.Model:
@@ -35,7 +32,7 @@ def save_serving_model(model: keras.Model, directory: str | Path, metrics: dict)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        name=SIGNATURE,
+        name=SERVING_SIGNATURE,
         fn=lambda images: {OUTPUT_KEY: model(images, training=False)},
         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_KEY)],
     )
@@ -44,7 +41,7 @@ def save_serving_model(model: keras.Model, directory: str | Path, metrics: dict)
     archive.write_out(str(directory), verbose=False)
     # TF Serving ignores extra files; incremental training restarts from these Keras weights.
     model.save(directory / KERAS_FILE)
-    (directory / "metrics.json").write_text(card)
+    (directory / model_repository.CARD_FILE).write_text(card)
     return directory
 
 
@@ -52,4 +49,4 @@ def publish(model: keras.Model, metrics: dict, model_repo: str, model_name: str,
     """Save to a scratch folder, then publish atomically as the next integer version."""
     with tempfile.TemporaryDirectory(prefix="fundus-seg-export-") as scratch:
         local = save_serving_model(model, Path(scratch) / "model", metrics)
-        return storage.publish_version(local, model_repo, model_name, run_id=run_id)
+        return model_repository.publish_version(local, model_repo, model_name, run_id=run_id)

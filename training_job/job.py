@@ -23,19 +23,18 @@ from pathlib import Path
 
 import keras
 
-from fundus_seg import storage
-from preprocessing.datasets import Samples
+from fundus_seg import model_repository, storage
+from fundus_seg.model_card import ModelCard
 from preprocessing.errors import DatasetError, FundusSegError, ModelRepositoryError
-from preprocessing.transform import PreprocessConfig
 from serving.rollout import GateResult, compare_metrics
 from training_job import strategy
 from training_job.checkpoints import CheckpointStore, EpochCheckpoint, Interrupted, StopOnSigterm
-from training_job.config import PUBLISH_REFUSED_EXIT, JobOptions, RunConfig, _build
+from training_job.config import PUBLISH_REFUSED_EXIT, JobOptions, RunConfig
 from training_job.data_sources import DataCache, Dataset, dataset_name, default_cache_dir
 from training_job.evaluate import evaluate, keras_predictor
-from training_job.export import KERAS_FILE, publish
+from training_job.export import publish
 from training_job.train import compile_model, train
-from training_job.unet import UNetConfig, build_unet, flops_per_image, trainable_params
+from training_job.unet import build_unet, flops_per_image, trainable_params
 
 __all__ = ["JobOptions", "run_training", "dataset_name"]
 
@@ -56,50 +55,41 @@ class BaseVersion:
 
     version: int
     uri: str
-    metrics: dict
+    card: ModelCard
 
     @property
     def seen_data(self) -> list[str]:
-        """Every dataset this version's lineage was trained on (older versions only record `data`)."""
-        return list(self.metrics.get("seen_data") or self.metrics.get("data") or [])
+        """Every dataset this version's lineage was trained on."""
+        return list(self.card.seen_data)
 
     def adopt(self, run: RunConfig) -> RunConfig:
         """The base's architecture and preprocessing: its weights only make sense with both."""
-        config = self.metrics.get("config") or {}
-        updated = run
-        if config.get("model"):
-            updated = dataclasses.replace(updated, model=_build(UNetConfig, config["model"], f"{self.uri} model"))
-        if config.get("preprocess"):
-            updated = dataclasses.replace(updated, preprocess=_build(PreprocessConfig, config["preprocess"], f"{self.uri} preprocess"))
+        updated = dataclasses.replace(run, model=self.card.architecture, preprocess=self.card.preprocess)
         log.info("incremental: starting from version %d (architecture %s)", self.version, updated.model.name)
         return updated
 
     def load_model(self) -> keras.Model:
         """The Keras model published next to the SavedModel; call inside the strategy's scope."""
         with tempfile.TemporaryDirectory(prefix="fundus-seg-base-") as scratch:
-            local = Path(scratch) / KERAS_FILE
+            local = Path(scratch) / model_repository.KERAS_FILE
             try:
-                local.write_bytes(storage.read_bytes(storage.join(self.uri, KERAS_FILE)))
+                local.write_bytes(storage.read_bytes(storage.join(self.uri, model_repository.KERAS_FILE)))
             except FileNotFoundError:
-                raise ModelRepositoryError(f"{self.uri}: no {KERAS_FILE}; incremental training starts from the Keras "
+                raise ModelRepositoryError(f"{self.uri}: no {model_repository.KERAS_FILE}; incremental training starts from the Keras "
                                            "model that training_job publishes with every version") from None
             return keras.models.load_model(local, compile=False)
 
 
 def resolve_base(run: RunConfig, requested: int | str | None) -> BaseVersion:
     where = storage.join(run.model_repo, run.model_name)
-    versions = storage.list_versions(run.model_repo, run.model_name)
+    versions = model_repository.list_versions(run.model_repo, run.model_name)
     if not versions:
         raise ModelRepositoryError(f"{where}: no published version to start from; train one with --mode full first")
     version = versions[-1] if requested in (None, "latest") else int(requested)
     if version not in versions:
         raise ModelRepositoryError(f"{where}: no version {version} (published: {', '.join(map(str, versions))})")
-    uri = storage.version_uri(run.model_repo, run.model_name, version)
-    try:
-        metrics = storage.read_json(storage.join(uri, storage.METRICS))
-    except (FileNotFoundError, ValueError):
-        metrics = {}
-    return BaseVersion(version, uri, metrics if isinstance(metrics, dict) else {})
+    card = model_repository.read_card(run.model_repo, run.model_name, version)
+    return BaseVersion(version, model_repository.version_uri(run.model_repo, run.model_name, version), card)
 
 
 def checkpoint_store(run: RunConfig, options: JobOptions) -> CheckpointStore | None:
@@ -113,19 +103,12 @@ def checkpoint_store(run: RunConfig, options: JobOptions) -> CheckpointStore | N
 def already_published(run: RunConfig, options: JobOptions) -> tuple[int, dict] | None:
     if not options.run_id:
         return None
-    version = storage.version_for_run(run.model_repo, run.model_name, options.run_id)
+    version = model_repository.version_for_run(run.model_repo, run.model_name, options.run_id)
     if version is None:
         return None
-    metrics = storage.read_json(storage.join(storage.version_uri(run.model_repo, run.model_name, version), storage.METRICS))
+    metrics = model_repository.read_card(run.model_repo, run.model_name, version).to_dict()
     log.info("run %s is already published as %s version %d: nothing to do", options.run_id, run.model_name, version)
     return version, {**metrics, "version": version, "already_published": True}
-
-
-def load_training_data(run: RunConfig, cache: DataCache | None = None) -> list[Samples]:
-    if not run.data:
-        raise FundusSegError("no training data: pass --data URI[,URI...]")
-    cache = cache or DataCache(default_cache_dir())
-    return [d.load("train", run.preprocess) for d in cache.fetch_all(run.data)]
 
 
 def require_test_split(datasets: list[Dataset]) -> None:
@@ -148,16 +131,13 @@ def test_metrics(model: keras.Model, run: RunConfig, datasets: list[Dataset | st
 def publish_gate(run: RunConfig, options: JobOptions, metrics: dict) -> GateResult | None:
     """This run's test metrics against the latest published version's, on the datasets both were scored on
     (the rollout gate's rule); None when there is no latest version, or it has no readable metrics.json."""
-    latest = storage.latest_version(run.model_repo, run.model_name)
+    latest = model_repository.latest_version(run.model_repo, run.model_name)
     if latest is None:
         return None
-    uri = storage.join(storage.version_uri(run.model_repo, run.model_name, latest), storage.METRICS)
     try:
-        document = storage.read_json(uri)
-    except (FileNotFoundError, ValueError):
-        document = None
-    if not isinstance(document, dict):
-        log.warning("%s: missing or unreadable; publishing without comparing with version %d", uri, latest)
+        document = model_repository.read_card(run.model_repo, run.model_name, latest).to_dict()
+    except ModelRepositoryError as exc:
+        log.warning("%s; publishing without comparing with version %d", exc, latest)
         return None
     return compare_metrics(document, metrics, options.tolerance, model_name=run.model_name, serving_version=latest,
                            shared_only=True, baseline="latest")

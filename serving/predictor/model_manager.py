@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from fundus_seg.model_repository import INT64_MAX, SAVED_MODEL, version_number
 from serving.predictor.config import ConfigError, ModelConfig, PredictorConfig
 from serving.predictor.errors import InvalidArgument, NotFound, clip
 from serving.predictor.servable import Servable
@@ -38,16 +39,7 @@ from serving.predictor.servable import Servable
 log = logging.getLogger(__name__)
 
 Fingerprint = tuple[tuple, ...]
-INT64_MAX = 2 ** 63 - 1
 MAX_NAME_CHARS = 1024  # model names and version labels in requests; longer ones are refused
-
-
-def version_number(text: str) -> int | None:
-    """The version a directory name or URL part stands for: ASCII digits within int64, else None."""
-    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 19:
-        return None
-    number = int(text)
-    return number if number <= INT64_MAX else None
 
 
 def fingerprint(path: Path) -> Fingerprint:
@@ -230,7 +222,7 @@ class ModelManager:
                     why = "versions must fit in int64" if version is None else "another name for the same version"
                     log.warning("Ignoring %s/%s: %s", base, clip(name, 60), why)
                 continue
-            if os.path.isfile(os.path.join(base, name, "saved_model.pb")):  # else not (yet) a version
+            if os.path.isfile(os.path.join(base, name, SAVED_MODEL)):  # else not (yet) a version
                 found[version] = Path(base, name)
         return found
 

@@ -26,7 +26,8 @@ from serving.predictor.config import ServerLimits
 from serving.predictor.errors import InvalidArgument, NotFound, PredictorError, ResourceExhausted, Unimplemented, clip
 from serving.predictor.grpc_service import metadata_response, status_response
 from serving.predictor.metrics import PredictorMetrics
-from serving.predictor.model_manager import ModelManager, ModelRef, version_number
+from fundus_seg.model_repository import version_number
+from serving.predictor.model_manager import ModelManager, ModelRef
 from serving.predictor.prediction import PredictionCore
 from serving.predictor.rest_codec import RestPredictRequest, encode_response
 

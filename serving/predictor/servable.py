@@ -146,7 +146,7 @@ class Signature:
             outputs = self._function(**{k: tf.constant(v) for k, v in inputs.items()})
         except tf.errors.OpError as exc:
             raise PredictorError.from_tensorflow(exc) from exc
-        return {key: value.numpy() for key, value in outputs.items()}
+        return {key: np.asarray(value.numpy()) for key, value in outputs.items()}  # scalars too
 
 
 class Servable:

@@ -118,13 +118,13 @@ def compare_metrics(serving: dict, candidate: dict, tolerance: float, *, model_n
 
 def check_gate(model_repo: str, model_name: str, serving: int, candidate: int, tolerance: float,
                read_json: Callable[[str], Any] | None = None) -> GateResult:
-    """Read both versions' metrics.json from the model repository and compare them."""
-    from fundus_seg import storage
+    """Read both versions' cards (metrics.json) from the model repository and compare them."""
+    from fundus_seg import model_repository, storage
 
     read_json = read_json or storage.read_json
     documents = {}
     for role, version in (("serving", serving), ("candidate", candidate)):
-        uri = storage.join(storage.version_uri(model_repo, model_name, version), storage.METRICS)
+        uri = storage.join(model_repository.version_uri(model_repo, model_name, version), model_repository.CARD_FILE)
         try:
             documents[role] = read_json(uri)
         except Exception as exc:  # missing file, bad JSON, StorageError, botocore errors ...

@@ -200,9 +200,9 @@ class KServeTarget(Target):
         repo, name, base = self._layout(isvc)
 
         def entry(version: int) -> list[dict]:
-            from fundus_seg import storage
+            from fundus_seg import model_repository
 
-            return [{"uri": storage.version_uri(repo, name, version), "mountPath": f"{base}/{version}"}]
+            return [{"uri": model_repository.version_uri(repo, name, version), "mountPath": f"{base}/{version}"}]
 
         if self.mode(isvc) == STANDARD:
             if new.canary is not None:

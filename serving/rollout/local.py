@@ -23,7 +23,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from fundus_seg import storage
+from fundus_seg import model_repository, storage
 from serving.rollout.errors import RolloutError
 from serving.rollout.moves import Target
 from serving.rollout.record import CANARY_LABEL, MODELS_CONFIG, ROLLOUT_JSON, STABLE_LABEL, RecordError, RolloutRecord
@@ -87,7 +87,7 @@ class LocalTarget(Target):
                                f"holding {model_name}")
 
     def _versions(self) -> list[int]:
-        return storage.list_versions(self.model_repo, self.model_name)
+        return model_repository.list_versions(self.model_repo, self.model_name)
 
     def state(self, candidate: int | None = None) -> RolloutRecord:
         if self.rollout_json.exists():

@@ -82,17 +82,17 @@ def rolled_back(state: RolloutRecord, version: int | None = None) -> RolloutReco
 
 def resolve_version(version: str | int | None, run_id: str | None, model_repo: str, model_name: str) -> int:
     """`--version N`, `--version latest` or `--run-id ID` to a published version number."""
-    from fundus_seg import storage
+    from fundus_seg import model_repository
 
     if run_id:
-        found = storage.version_for_run(model_repo, model_name, run_id)
+        found = model_repository.version_for_run(model_repo, model_name, run_id)
         if found is None:
             raise RolloutError(f"no published version of {model_name} in {model_repo} records run id {run_id!r}")
         return found
     if version is None:
         raise RolloutError("give --version N (or latest) or --run-id ID")
     if str(version) == "latest":
-        found = storage.latest_version(model_repo, model_name)
+        found = model_repository.latest_version(model_repo, model_name)
         if found is None:
             raise RolloutError(f"no published version of {model_name} in {model_repo}")
         return found
@@ -100,7 +100,7 @@ def resolve_version(version: str | int | None, run_id: str | None, model_repo: s
         number = int(version)
     except ValueError:
         raise RolloutError(f"--version must be an integer or 'latest', got {version!r}") from None
-    if number not in storage.list_versions(model_repo, model_name):
+    if number not in model_repository.list_versions(model_repo, model_name):
         raise RolloutError(f"version {number} of {model_name} is not published in {model_repo}")
     return number
 

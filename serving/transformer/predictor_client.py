@@ -20,10 +20,10 @@ from typing import Protocol
 
 import numpy as np
 
-SIGNATURE = "serving_default"
-INPUT = "images"
-OUTPUT = "disc_probability"
-CARD_SIGNATURE, CARD_OUTPUT = "model_card", "card"  # fundus_seg.model_card's signature
+from fundus_seg.model_repository import CARD_OUTPUT, CARD_SIGNATURE
+from fundus_seg.model_repository import INPUT_KEY as INPUT
+from fundus_seg.model_repository import OUTPUT_KEY as OUTPUT
+from fundus_seg.model_repository import SERVING_SIGNATURE as SIGNATURE
 
 
 class PredictorError(Exception):
