@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fundus_seg import storage
-from tests.helpers import DRISHTI, RIM_ONE
+from tests.helpers import DRISHTI, RIM_ONE, S3_ENVIRONMENT_CLEARED, s3_environment
 
 
 @pytest.fixture(scope="session")
@@ -24,21 +24,6 @@ def s3_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
-
-
-S3_ENVIRONMENT_CLEARED = ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION")
-
-
-def s3_environment(endpoint: str, nowhere: Path) -> dict[str, str]:
-    """The AWS_* variables that point boto3 (in this process or a child) at `endpoint`."""
-    return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(nowhere),  # ignore any ~/.aws of the machine
-        "AWS_SHARED_CREDENTIALS_FILE": str(nowhere),
-    }
 
 
 @pytest.fixture

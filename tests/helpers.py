@@ -1,16 +1,27 @@
-"""Small images the tests make themselves, and where the real datasets live."""
+"""Helpers every test package may use: small images the tests make themselves, where the real
+datasets live, the AWS_* variables that point boto3 at the test S3 endpoint, and `eventually`.
+
+Each test package has one helper module, imported by its full name (`tests.helpers`,
+`tests.serving.helpers`, `tests.serving.predictor.helpers`, `tests.k8s.manifests`); test modules
+never import from one another.
+"""
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import cv2
 import numpy as np
 from PIL import Image
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from fundus_seg.paths import SHARED_DATA
+
 DRISHTI = SHARED_DATA / "drishti-gs1"
 RIM_ONE = SHARED_DATA / "rim-one-dl"
+
+T = TypeVar("T")
 
 
 def synthetic_fundus(height: int = 300, width: int = 400, center=(220, 140), radius: int = 30, seed: int = 0):
@@ -29,3 +40,29 @@ def encode(array: np.ndarray, fmt: str = "PNG", **params) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=fmt, **params)
     return buffer.getvalue()
+
+
+def eventually(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.1) -> T:
+    """Retry `check` until it returns something truthy (returned); fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            assert result, "condition not met in time"
+            return result
+        time.sleep(interval)
+
+
+S3_ENVIRONMENT_CLEARED = ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION")
+
+
+def s3_environment(endpoint: str, nowhere: Path) -> dict[str, str]:
+    """The AWS_* variables that point boto3 (in this process or a child) at `endpoint`."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(nowhere),  # ignore any ~/.aws of the machine
+        "AWS_SHARED_CREDENTIALS_FILE": str(nowhere),
+    }

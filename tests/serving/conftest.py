@@ -11,7 +11,7 @@ from typing import Callable
 import pytest
 
 from fundus_seg.paths import DEFAULT_MODEL_NAME
-from serving_helpers import DRISHTI, build_saved_model
+from tests.serving.helpers import DRISHTI, build_saved_model
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from serving.client import GrpcClient, RestClient
-from serving_helpers import http, logs_of
+from tests.serving.helpers import http, logs_of
 
 pytestmark = pytest.mark.slow
 MiB = 1024 * 1024

@@ -7,7 +7,7 @@ from fundus_seg.model_card import ModelCard
 from preprocessing.decode import decode_image
 from preprocessing.transform import PreprocessConfig
 from serving.client import RestClient
-from serving_helpers import build_saved_model, eventually
+from tests.serving.helpers import build_saved_model, eventually
 from training_job.config import UNetConfig
 
 pytestmark = pytest.mark.slow

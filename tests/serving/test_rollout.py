@@ -17,7 +17,7 @@ from serving.rollout.gate import GateFailed, check_gate, compare_metrics
 from serving.rollout.kserve import KServeTarget
 from serving.rollout.local import LocalTarget
 from serving.rollout.record import STABLE_LABEL, RecordError, RolloutRecord
-from test_rollout_fakeapi import kube_api, kube_api_client  # noqa: F401 (kube_api is a fixture)
+from tests.serving.test_rollout_fakeapi import kube_api, kube_api_client  # noqa: F401 (kube_api is a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "fundus"

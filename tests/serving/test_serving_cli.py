@@ -11,7 +11,7 @@ import pytest
 
 from preprocessing.decode import decode_image
 from serving.stack import free_port, http_status
-from serving_helpers import eventually
+from tests.serving.helpers import eventually
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "fundus_seg.cli"]
@@ -59,7 +59,7 @@ def test_stop_drains_in_flight_requests_before_the_predictor_goes(start_stack, t
     import threading
     import time
 
-    from serving_helpers import http
+    from tests.serving.helpers import http
 
     repo = tmp_path / "repo"
     publish_version(repo, 1)

@@ -15,7 +15,7 @@ import pytest
 from preprocessing.decode import decode_mask
 from preprocessing.metrics import dice
 from serving.client import GrpcClient, RestClient, SegmentationError
-from serving_helpers import bundled_version, http, logs_of, png_header
+from tests.serving.helpers import bundled_version, http, logs_of, png_header
 
 pytestmark = pytest.mark.slow
 MAX_REQUEST = 4 * 1024 * 1024

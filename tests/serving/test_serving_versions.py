@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
 from serving.client import GrpcClient, RestClient
-from serving_helpers import eventually, http, logs_of
+from tests.serving.helpers import eventually, http, logs_of
 
 pytestmark = pytest.mark.slow
 
@@ -102,8 +101,14 @@ def test_canary_split_from_rollout_json(tmp_path, start_stack, publish_version, 
     versions = [client.segment([image_bytes])[0].model_version for _ in range(40)]
     assert set(versions) == {1, 2}, versions  # 50 %: both answer (all one way: p = 2^-39)
 
+    splits_read = logs_of(stack).count("traffic split from")
+    assert splits_read >= 1
     rollout.write_text(json.dumps({"model_name": "optic-disc", "stable": 1, "canary": None, "canary_percent": 0}))
-    time.sleep(1.0)  # the transformer looks at the file at most every 0.5 s
+
+    def new_split_read() -> bool:  # the transformer looks at the file at most every 0.5 s, on a request
+        client.segment([image_bytes])
+        return logs_of(stack).count("traffic split from") > splits_read
+    eventually(new_split_read, timeout=30)
     assert {client.segment([image_bytes])[0].model_version for _ in range(10)} == {1}
     assert {r.model_version for r in client.segment([image_bytes], version=2)} == {2}  # explicit version wins
     client.close()

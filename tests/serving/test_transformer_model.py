@@ -14,50 +14,8 @@ from preprocessing.decode import decode_image
 from preprocessing.pipeline import finish, prepare
 from serving.transformer.config import TransformerConfig
 from serving.transformer.model import VERSION_HEADER, FundusTransformer, UnknownVersion
-from serving.transformer.predictor_client import (CardResult, PredictorError, PredictorUnavailable, PredictResult,
-                                                  VersionNotFound)
-from serving_helpers import disc_probability
-
-
-class FakePredictor:
-    """The predictor's answers as the transformer sees them: versions, labels, cards, errors in order."""
-
-    def __init__(self, versions=(3,), errors=(), labels=None, cards=None) -> None:
-        self.versions, self.errors = list(versions), list(errors)
-        self.labels, self.cards = dict(labels or {}), dict(cards or {})  # label -> version, version -> card JSON
-        self.calls: list[tuple[tuple, str | None]] = []
-        self.card_calls: list[str | None] = []
-        self.status_calls = 0
-
-    def _resolve(self, version: str | None) -> int:
-        if version is None:
-            return self.versions[-1]
-        if version.isdigit():
-            return int(version)
-        if version not in self.labels:
-            raise VersionNotFound(f"no label {version}")
-        return self.labels[version]
-
-    async def model_card(self, version=None) -> CardResult:
-        self.card_calls.append(version)
-        if self.errors:
-            raise self.errors.pop(0)
-        number = self._resolve(version)
-        return CardResult(self.cards.get(number), number)
-
-    async def predict(self, images, version=None) -> PredictResult:
-        self.calls.append((images.shape, version))
-        if self.errors:
-            raise self.errors.pop(0)
-        assert images.dtype == np.float32 and images.shape[1:] == (128, 128, 3)
-        return PredictResult(np.repeat(disc_probability()[None], len(images), axis=0), self._resolve(version))
-
-    async def available_versions(self) -> list[int]:
-        self.status_calls += 1
-        return self.versions
-
-    async def close(self) -> None:
-        pass
+from serving.transformer.predictor_client import PredictorError, PredictorUnavailable, PredictResult, VersionNotFound
+from tests.serving.helpers import FakePredictor, disc_probability
 
 
 def make(tmp_path=None, **options) -> tuple[FundusTransformer, FakePredictor]:
@@ -151,12 +109,9 @@ def test_rest_predictor_gets_pinned_numbers(tmp_path, image_bytes):
 
 def test_readiness_follows_the_predictor_and_is_cached():
     model, fake = make(versions=[], ready_cache_s=60)
-
-    async def check():
-        return [await model.healthy() for _ in range(5)]
-
-    assert asyncio.run(check()) == [False] * 5 and fake.status_calls == 1
+    assert asyncio.run(model.healthy()) is False  # nothing loaded
     fake.versions.append(1)
+    assert asyncio.run(model.healthy()) is False  # the answer is kept for ready_cache_s
     model.config.ready_cache_s = 0
     assert asyncio.run(model.healthy()) is True
     assert model.ready is True  # the transformer itself stays registered with KServe

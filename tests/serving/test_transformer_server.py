@@ -8,7 +8,7 @@ from kserve.model_repository import ModelRepository
 from serving.transformer.config import TransformerConfig
 from serving.transformer.model import FundusTransformer
 from serving.transformer.server import ReadyDataPlane, RequestLimits, build_app
-from test_transformer_model import FakePredictor
+from tests.serving.helpers import FakePredictor
 
 
 @pytest.fixture

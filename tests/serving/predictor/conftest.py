@@ -10,7 +10,7 @@ from typing import Callable
 
 import pytest
 
-from predictor_helpers import SIZE
+from tests.serving.predictor.helpers import SIZE
 
 
 def build_model(path: Path, k: float, size: int = SIZE) -> None:

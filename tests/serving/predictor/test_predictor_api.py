@@ -10,7 +10,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      predict_pb2)
 
-from predictor_helpers import SIZE, config, expected, images, predict_request, rest, stubs
+from tests.serving.predictor.helpers import SIZE, config, expected, images, predict_request, rest, stubs
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from predictor_helpers import config, expected, images, predict_request, stubs
+from tests.serving.predictor.helpers import config, expected, images, predict_request, stubs
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from predictor_helpers import SIZE, config, images, predict_request, rest, stubs
+from tests.serving.predictor.helpers import SIZE, config, eventually, images, predict_request, rest, stubs
 
 pytestmark = pytest.mark.slow
 
@@ -314,7 +314,7 @@ def test_liveness_fails_when_the_poll_task_dies(tmp_path, publish, start_server)
     assert rest(server, "GET", "/healthz") == (200, {"status": "alive"})
 
     server._loop.call_soon_threadsafe(server._poller.cancel)
-    time.sleep(0.2)
+    eventually(lambda: server._poller.done())
     assert rest(server, "GET", "/healthz") == (503, {"status": "not alive",
                                                      "problems": ["the model repository is no longer polled"]})
     assert rest(server, "GET", "/readyz")[0] == 200  # readiness is unchanged: it still answers
@@ -325,7 +325,7 @@ def test_liveness_fails_when_the_predict_pool_is_shut_down(tmp_path, publish, st
     server = start_server(config(model_name="optic-disc", model_base_path=tmp_path / "optic-disc",
                                  file_system_poll_wait_seconds=0))  # polls once: that alone is no problem
     assert server.wait_until_ready(30)
-    time.sleep(0.1)
+    eventually(lambda: server._poller.done())  # its one poll is over: that alone is no problem
     assert rest(server, "GET", "/healthz")[0] == 200
 
     server._executor.shutdown()

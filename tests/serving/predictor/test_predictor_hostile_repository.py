@@ -16,8 +16,8 @@ import pytest
 from serving.predictor.config import PredictorConfig, SignatureContract, TensorContract
 from serving.predictor.model_manager import ModelManager, ModelRef, State
 
-from predictor_helpers import SIZE, config, eventually, images, predict_request, rest, stubs
-from test_predictor_model_manager import fake_load, make_version, run, until
+from tests.serving.predictor.helpers import (SIZE, bundled_version, config, eventually, fake_load, images, make_version,
+                                             predict_request, rest, run, served_version, settled, stubs, until)
 
 LATEST = ModelRef("optic-disc")
 PROJECT_CONTRACT = SignatureContract("serving_default",
@@ -84,7 +84,7 @@ def test_a_failed_version_is_retried_when_any_of_its_files_change(tmp_path):
         assert manager.resolve(LATEST).version == 1
 
         manager.poll()
-        await asyncio.sleep(0.05)
+        await settled(manager)  # whatever that poll started has finished
         assert loads.count("2") == 1  # unchanged: not retried
 
         (tmp_path / "2" / "variables").mkdir()  # the copy goes on
@@ -170,11 +170,6 @@ def version_status(server) -> dict[int, tuple[str, str]]:
             for s in response.model_version_status}
 
 
-def served_version(server) -> int:
-    predict, _ = stubs(server)
-    return predict.Predict(predict_request("optic-disc", images(0.5)), timeout=5).model_spec.version.value
-
-
 @pytest.mark.slow
 def test_a_half_copied_version_is_loaded_once_the_copy_completes(tmp_path, publish, model_templates, start_server):
     base = tmp_path / "optic-disc"
@@ -246,7 +241,6 @@ def test_non_finite_outputs_are_data_loss_not_silent(tmp_path, start_server):
 @pytest.mark.slow
 def test_the_bundled_model_meets_the_project_contract():
     from serving.predictor.servable import Servable
-    from tests.serving.serving_helpers import bundled_version
 
     version = bundled_version()
     if version is None:

@@ -3,24 +3,16 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections import Counter
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from predictor_helpers import config, eventually, expected, images, predict_request, rest, stubs
+from tests.serving.predictor.helpers import (NOT_SERVED, UNKNOWN_LABEL, config, eventually, expected, images,
+                                             predict_request, rest, served_version, stubs)
 
 pytestmark = pytest.mark.slow
-
-
-def served_version(server, **spec) -> int | None:
-    predict, _ = stubs(server)
-    try:
-        return predict.Predict(predict_request("optic-disc", images(1), **spec), timeout=10).model_spec.version.value
-    except Exception:
-        return None
 
 
 def version_states(server) -> dict[str, str]:
@@ -108,7 +100,7 @@ def test_incomplete_and_broken_versions_are_never_served(tmp_path, publish, star
 
     publish(base, 2)  # the newest usable version wins; 4 stays out until its saved_model.pb changes
     eventually(lambda: served_version(server) == 2, timeout=10)
-    assert served_version(server, version=4) is None
+    assert served_version(server, version=4) == NOT_SERVED
 
     os.rename(base / "4", base / "old-4")
     publish(base, 4, k=4)  # republished correctly: now loads
@@ -131,7 +123,7 @@ def write_config(path, base, versions, labels) -> None:
     os.replace(staging, path)
 
 
-def test_labels_from_model_config_move_at_runtime(tmp_path, publish, start_server):
+def test_labels_from_model_config_move_at_runtime(tmp_path, publish, start_server, caplog):
     base = tmp_path / "optic-disc"
     for version in (1, 2, 3):
         publish(base, version)
@@ -141,7 +133,7 @@ def test_labels_from_model_config_move_at_runtime(tmp_path, publish, start_serve
     eventually(lambda: served_version(server, label="stable") == 1 and served_version(server, label="canary") == 2)
 
     assert served_version(server) == 2  # no version asked: the highest served
-    assert served_version(server, version=3) is None  # on disk but not in the policy
+    assert served_version(server, version=3) == NOT_SERVED  # on disk but not in the policy
     status, body = rest(server, "POST", "/v1/models/optic-disc/labels/stable:predict",
                         {"instances": images(0.5).tolist()})
     assert status == 200 and np.isclose(body["predictions"][0][0][0][0], expected(0.5, 1))
@@ -151,9 +143,11 @@ def test_labels_from_model_config_move_at_runtime(tmp_path, publish, start_serve
     eventually(lambda: served_version(server, label="stable") == 2 and served_version(server, label="canary") == 3)
     eventually(lambda: version_states(server).get("1") == "END", timeout=10)
 
-    models_config.write_text("model_config_list { this is not a config")  # a broken edit is ignored
-    time.sleep(0.5)  # several polls
-    assert served_version(server, label="stable") == 2 and server.ready
+    with caplog.at_level("ERROR", logger="serving.predictor.model_manager"):
+        models_config.write_text("model_config_list { this is not a config")  # a broken edit is ignored
+        eventually(lambda: "Keeping the previous model config" in caplog.text)  # it was read, and refused
+    assert served_version(server, label="stable") == 2 and served_version(server, label="canary") == 3
+    assert server.ready
 
 
 def test_grpc_health_and_busy_port(tmp_path, publish, start_server):
@@ -185,7 +179,7 @@ def test_config_file_written_after_start_takes_over_from_the_base_path(tmp_path,
     models_config = tmp_path / "models.config"
     server = start_server(config(model_name="optic-disc", model_base_path=base, model_config_file=models_config))
     eventually(lambda: served_version(server) == 2)  # no config yet: latest from the base path
-    assert served_version(server, label="stable") is None
+    assert served_version(server, label="stable") == UNKNOWN_LABEL
 
     write_config(models_config, base, [1, 2], {"stable": 1, "canary": 2})
     eventually(lambda: served_version(server, label="stable") == 1 and served_version(server, label="canary") == 2)

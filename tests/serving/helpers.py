@@ -1,4 +1,5 @@
-"""Helpers for the serving tests (imported by conftest and the test modules)."""
+"""The serving tests' helpers (`from tests.serving.helpers import ...`, by conftest and the test
+modules alike): stand-in SavedModels, the bundled model, HTTP, a fake predictor for the transformer."""
 from __future__ import annotations
 
 import os
@@ -6,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fundus_seg.paths import BUNDLED_MODEL_REPO, DEFAULT_MODEL_NAME, SHARED_DATA
-
-DRISHTI = SHARED_DATA / "drishti-gs1"
+from fundus_seg.paths import BUNDLED_MODEL_REPO, DEFAULT_MODEL_NAME
+from tests.helpers import DRISHTI, eventually  # noqa: F401 (the serving tests' names for them)
 
 
 def bundled_version() -> Path | None:
@@ -57,7 +57,6 @@ def disc_probability(size: int = 128, radius: float = 12.0) -> np.ndarray:
     return inside.astype(np.float32)[..., None]
 
 
-
 def http(url: str, body: bytes | dict | list | None = None, headers: dict | None = None,
          method: str | None = None) -> tuple[int, dict | str]:
     """(status, parsed JSON or text) of one request."""
@@ -91,13 +90,46 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
 
 
-def eventually(check, timeout: float = 60.0, interval: float = 0.1):
-    import time
+class FakePredictor:
+    """The predictor's answers as the transformer sees them: versions, labels, cards, errors in order."""
 
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            assert result, "condition not met in time"
-            return result
-        time.sleep(interval)
+    def __init__(self, versions=(3,), errors=(), labels=None, cards=None) -> None:
+        self.versions, self.errors = list(versions), list(errors)
+        self.labels, self.cards = dict(labels or {}), dict(cards or {})  # label -> version, version -> card JSON
+        self.calls: list[tuple[tuple, str | None]] = []
+        self.card_calls: list[str | None] = []
+
+    def _resolve(self, version: str | None) -> int:
+        from serving.transformer.predictor_client import VersionNotFound
+
+        if version is None:
+            return self.versions[-1]
+        if version.isdigit():
+            return int(version)
+        if version not in self.labels:
+            raise VersionNotFound(f"no label {version}")
+        return self.labels[version]
+
+    async def model_card(self, version=None):
+        from serving.transformer.predictor_client import CardResult
+
+        self.card_calls.append(version)
+        if self.errors:
+            raise self.errors.pop(0)
+        number = self._resolve(version)
+        return CardResult(self.cards.get(number), number)
+
+    async def predict(self, images, version=None):
+        from serving.transformer.predictor_client import PredictResult
+
+        self.calls.append((images.shape, version))
+        if self.errors:
+            raise self.errors.pop(0)
+        assert images.dtype == np.float32 and images.shape[1:] == (128, 128, 3)
+        return PredictResult(np.repeat(disc_probability()[None], len(images), axis=0), self._resolve(version))
+
+    async def available_versions(self) -> list[int]:
+        return self.versions
+
+    async def close(self) -> None:
+        pass
