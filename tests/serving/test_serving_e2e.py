@@ -1,7 +1,7 @@
 """End to end through both processes (predictor + transformer) over REST and gRPC, on DRISHTI images.
 
-The service serves the bundled model when one is published (then the Dice assertion runs), else a
-stand-in SavedModel with the real signature.
+The service serves the bundled model when one is published (then the Dice and area assertions
+against the expert masks run), else a stand-in SavedModel with the real signature.
 """
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ import pytest
 
 from preprocessing.decode import decode_mask
 from preprocessing.metrics import dice
-from serving.client import GrpcClient, RestClient, SegmentationError
+from serving.client import GrpcClient, RestClient, SegmentationError, _outputs
 from tests.serving.helpers import bundled_version, http, logs_of, png_header
 
 pytestmark = pytest.mark.slow
 MAX_REQUEST = 4 * 1024 * 1024
+# The bundled model (models/optic-disc/1) scores a mean Dice of 0.924 on the first 8 DRISHTI-GS1
+# test images through this service (0.948 on all 51, where one image, the 8th, is its worst at 0.789);
+# the floor leaves a small margin, so a real regression fails.
+DICE_FLOOR_8 = 0.92
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +73,64 @@ def test_rest_and_grpc_answer_several_images_at_full_size(rest, grpc_client, dri
         assert np.array_equal(a.mask(), b.mask()) and a.disc == b.disc
 
 
-def test_open_inference_protocol_over_rest(service, image_bytes):
+def test_open_inference_protocol_over_rest(service, rest, drishti):
+    image_path, mask_path = drishti[0]
     status, body = http(f"{service.config.url}/v2/models/optic-disc/infer", {
-        "inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": [b64(image_bytes)]}]})
+        "inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": [b64(image_path.read_bytes())]}]})
     assert status == 200, body
     outputs = {o["name"]: o for o in body["outputs"]}
     assert body["model_version"] == "1"
-    assert base64.b64decode(outputs["mask"]["data"][0]).startswith(b"\x89PNG")
-    assert json.loads(outputs["disc"]["data"][0])["area_px"] >= 0
+    mask_png = base64.b64decode(outputs["mask"]["data"][0])
+    disc = json.loads(outputs["disc"]["data"][0])
+    [v1] = rest.segment([image_path])
+    assert mask_png == v1.mask_png and disc == v1.disc  # the same answer as over v1
+    mask = v1.mask()
+    assert disc["area_px"] == int(mask.sum()) > 0  # the area is the mask's
+    if bundled_version() is not None:  # and near the expert's (RRP's 10% on the radius is 21% on the area)
+        expert = int(decode_mask(mask_path.read_bytes()).sum())
+        assert abs(disc["area_px"] / expert - 1) < 0.21, (disc["area_px"], expert)
+
+
+def raw_request(pb, elements: list[bytes], shape: list[int] | None = None, version: str = ""):
+    """An OIP v2 request carrying its images in raw_input_contents, as KServe's and Triton's clients send
+    them: one buffer for the input, each element a 4-byte little-endian length, then its bytes."""
+    buffer = b"".join(len(e).to_bytes(4, "little") + e for e in elements)
+    return pb.ModelInferRequest(
+        model_name="optic-disc", model_version=version,
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="image_bytes", datatype="BYTES",
+                                                      shape=[len(elements)] if shape is None else shape)],
+        raw_input_contents=[buffer])
+
+
+def test_open_inference_protocol_over_grpc_with_raw_input_contents(grpc_client, drishti):
+    import grpc
+
+    pb = grpc_client.pb
+    images = [drishti[0][0].read_bytes(), drishti[1][0].read_bytes()]
+    response = grpc_client._stub.ModelInfer(raw_request(pb, images), timeout=60)
+    outputs = _outputs(response)
+    assert response.model_name == "optic-disc" and response.model_version == "1"
+    assert len(outputs["mask"]) == len(outputs["disc"]) == 2
+    by_contents = grpc_client.segment(images)  # the same images in contents.bytes_contents
+    for mask_png, disc, expected in zip(outputs["mask"], outputs["disc"], by_contents):
+        assert mask_png == expected.mask_png and json.loads(disc) == expected.disc
+    assert by_contents[0].disc != by_contents[1].disc  # two different images, each answered for itself
+
+    refusals = [
+        (raw_request(pb, images[:1] * 17), "more than the limit of 16"),
+        (raw_request(pb, images, shape=[3]), "cannot read the BYTES tensor"),  # 2 elements, shape says 3
+        (raw_request(pb, [b"garbage"]), "not a readable image"),
+    ]
+    for request, message in refusals:
+        with pytest.raises(grpc.RpcError) as caught:
+            grpc_client._stub.ModelInfer(request, timeout=60)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in caught.value.details()
+    broken = raw_request(pb, images[:1])
+    broken.raw_input_contents[0] = broken.raw_input_contents[0][:-100] + (10**6).to_bytes(4, "little")
+    with pytest.raises(grpc.RpcError) as caught:  # a length prefix pointing past the buffer
+        grpc_client._stub.ModelInfer(broken, timeout=60)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert grpc_client.segment([images[0]])[0].model_version == 1
 
 
 def test_raw_image_body(service, image_bytes):
@@ -95,9 +149,9 @@ def test_dice_against_the_expert_masks(rest, grpc_client, drishti):
         scores.append(dice(result.mask(), decode_mask(mask_path.read_bytes())))
     if bundled_version() is None:
         pytest.skip("no bundled model in models/optic-disc/ yet (or $FUNDUS_SEG_TEST_MODEL_VERSION): the stand-in "
-                    "model cannot reach Dice 0.9 "
+                    f"model cannot reach Dice {DICE_FLOOR_8} "
                     f"(it scored {np.mean(scores):.2f}); everything else in this module ran")
-    assert np.mean(scores) >= 0.9, f"Dice per image: {[round(s, 3) for s in scores]}"
+    assert np.mean(scores) >= DICE_FLOOR_8, f"Dice per image: {[round(s, 3) for s in scores]}"
 
 
 def _bad_requests(image: bytes):
