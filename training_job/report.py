@@ -13,7 +13,9 @@ from pathlib import Path
 
 
 def _versions(repo: Path):
-    for metrics in sorted(repo.glob("*/[0-9]*/metrics.json")):
+    """(repo name, metrics) of every published version, by model name, then version number (2 before 10)."""
+    found = [p for p in repo.glob("*/*/metrics.json") if p.parent.name.isascii() and p.parent.name.isdigit()]
+    for metrics in sorted(found, key=lambda p: (p.parent.parent.name, int(p.parent.name))):
         yield repo.name, json.loads(metrics.read_text())
 
 
