@@ -10,25 +10,26 @@ import importlib
 import sys
 
 COMPONENT_CLIS = ("training_job.cli", "serving.cli", "fundus_seg.data_cli")
+TENSORFLOW_COMMANDS = {"train", "evaluate", "model-info", "benchmark"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fundus-seg", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's start-up lines (device probing, CPU features)")
     sub = parser.add_subparsers(dest="command", required=True)
     for module_name in COMPONENT_CLIS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # a component not built yet
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in TENSORFLOW_COMMANDS:
+        from fundus_seg.quiet_tensorflow import load_tensorflow
+
+        load_tensorflow(args.verbose)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -73,7 +73,8 @@ def run_serve(args: argparse.Namespace) -> int:
     config = StackConfig(model_repo=args.model_repo, model_name=args.model_name, host=args.host,
                          http_port=args.http_port, grpc_port=args.grpc_port,
                          predictor_grpc_port=args.predictor_grpc_port, predictor_rest_port=args.predictor_rest_port,
-                         predictor_api=args.predictor_api, enable_batching=not args.no_batching)
+                         predictor_api=args.predictor_api, enable_batching=not args.no_batching,
+                         verbose=args.verbose)
     versions = list_versions(config.model_repo, config.model_name)
     print(f"fundus-seg serve: model repository {config.model_repo / config.model_name} "
           f"({'no version yet: ready once one is published' if not versions else 'starting'})", file=sys.stderr)

@@ -43,6 +43,7 @@ class StackConfig:
     poll_seconds: float = 1.0
     log_dir: Path | None = None  # None: children write to this process's stdout/stderr
     extra_transformer_args: list[str] = field(default_factory=list)
+    verbose: bool = False  # TensorFlow's start-up lines from both processes
 
     def __post_init__(self) -> None:
         self.model_repo = Path(self.model_repo).resolve()
@@ -69,7 +70,7 @@ class StackConfig:
                 # the serving contract (fundus_seg.model_repository): a version without it never serves
                 "--required_input", "images:float32:-1,128,128,3",
                 "--required_output", "disc_probability:float32:-1,128,128,1",
-                *(["--enable_batching"] if self.enable_batching else [])]
+                *(["--enable_batching"] if self.enable_batching else []), *(["--verbose"] if self.verbose else [])]
 
     def transformer_command(self) -> list[str]:
         port = self.predictor_grpc_port if self.predictor_api == "grpc" else self.predictor_rest_port
@@ -78,7 +79,7 @@ class StackConfig:
                 "--model_name", self.model_name, "--predictor_host", f"{self.host}:{port}",
                 "--predictor_api", self.predictor_api,
                 "--rollout_file", str(self.model_repo / ROLLOUT_JSON),
-                "--enable_latency_logging", "false", *self.extra_transformer_args]
+                *(["--verbose"] if self.verbose else []), *self.extra_transformer_args]
 
 
 def _die_with_parent() -> None:

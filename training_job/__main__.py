@@ -19,12 +19,16 @@ PROG = "python -m training_job"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's start-up lines")
     add_train_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from fundus_seg.quiet_tensorflow import load_tensorflow
+
+    load_tensorflow(args.verbose)
     try:
         return cmd_train(args)
     except KeyboardInterrupt:

@@ -26,6 +26,8 @@ def _bool(text: str) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m serving.predictor", description=__doc__.splitlines()[0])
 
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up lines too")
+
     def flag(name: str, **kwargs) -> None:
         spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         parser.add_argument(*spellings, dest=name, **kwargs)
@@ -109,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     try:
         config = config_from_args(args)
+        from fundus_seg.quiet_tensorflow import load_tensorflow
+
+        load_tensorflow(verbose=args.verbose)  # the predictor's own lines first; TensorFlow's with --verbose
         from serving.predictor.server import PredictorServer
 
         PredictorServer(config).run()
