@@ -37,7 +37,7 @@ from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
+from grpc_interceptor import AsyncExceptionToStatusInterceptor
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.server import metrics_handler
@@ -338,13 +338,28 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, invalid_body)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(kserve_errors.InvalidInput, kserve_errors.invalid_input_handler)
-    app.add_exception_handler(kserve_errors.InferenceError, kserve_errors.inference_error_handler)
-    app.add_exception_handler(kserve_errors.ModelNotFound, kserve_errors.model_not_found_handler)
-    app.add_exception_handler(kserve_errors.ModelNotReady, kserve_errors.model_not_ready_handler)
-    app.add_exception_handler(NotImplementedError, kserve_errors.not_implemented_error_handler)
-    app.add_exception_handler(kserve_errors.ServerNotReady, kserve_errors.server_not_ready_handler)
-    app.add_exception_handler(Exception, kserve_errors.generic_exception_handler)
+    for kind, code in _KSERVE_STATUS.items():
+        app.add_exception_handler(kind, _answer(code))
+    app.add_exception_handler(Exception, _internal_error)
+
+
+_KSERVE_STATUS = {kserve_errors.InvalidInput: 400, kserve_errors.ModelNotFound: 404,
+                  kserve_errors.ModelNotReady: 503, kserve_errors.ServerNotReady: 503,
+                  kserve_errors.InferenceError: 500, NotImplementedError: 501}
+
+
+def _answer(code: int):
+    """KServe's status and body for its errors, logged as one line: a caller's mistake (or a probe
+    before the model is up) is not a traceback, and a flood of bad requests is not a flood of logs."""
+    async def handler(_, exc: Exception) -> JSONResponse:
+        (log.warning if code in (500, 501) else log.debug)("HTTP %d: %s", code, exc)
+        return JSONResponse({"error": str(exc)}, status_code=code)
+    return handler
+
+
+async def _internal_error(_, exc: Exception) -> JSONResponse:
+    log.error("request failed", exc_info=exc)  # a bug: the traceback is wanted, the request is not logged
+    return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the transformer's log"}, status_code=500)
 
 
 def _version() -> str:
@@ -365,6 +380,28 @@ class ReadyDataPlane(DataPlane):
 
 
 # -- gRPC ------------------------------------------------------------------------------------------
+
+
+class ErrorStatus(AsyncExceptionToStatusInterceptor):
+    """KServe's errors as gRPC status codes, each logged as one line (KServe logs a traceback for
+    every bad request, and answers its own InferenceError with INVALID_ARGUMENT)."""
+
+    CODES = {kserve_errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+             kserve_errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
+             kserve_errors.ModelNotReady: grpc.StatusCode.UNAVAILABLE,
+             kserve_errors.ServerNotReady: grpc.StatusCode.UNAVAILABLE,
+             kserve_errors.InferenceError: grpc.StatusCode.INTERNAL,
+             NotImplementedError: grpc.StatusCode.UNIMPLEMENTED}
+
+    async def handle_exception(self, ex: Exception, request_or_iterator: Any, context, method_name: str) -> None:
+        code = next((c for kind, c in self.CODES.items() if isinstance(ex, kind)), None)
+        if code is None:
+            if isinstance(ex, grpc.aio.AbortError):
+                raise ex
+            log.error("%s failed", method_name, exc_info=ex)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the transformer's log")
+        (log.warning if code == grpc.StatusCode.INTERNAL else log.debug)("%s: %s: %s", method_name, code.name, ex)
+        await context.abort(code, getattr(ex, "reason", None) or str(ex))
 
 
 class TransformerServicer(InferenceServicer):
@@ -430,7 +467,7 @@ class TransformerServer:
     def _grpc_server(self) -> grpc.aio.Server:
         config = self.config
         server = grpc.aio.server(
-            interceptors=(ExceptionToStatusInterceptor(),),
+            interceptors=(ErrorStatus(),),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             options=[("grpc.max_receive_message_length", config.max_request_bytes),
                      ("grpc.max_send_message_length", config.max_request_bytes),
