@@ -108,10 +108,6 @@ def configs_from_args(args: argparse.Namespace) -> tuple[RunConfig, JobOptions]:
     return run, job
 
 
-def run_config_from_args(args: argparse.Namespace) -> RunConfig:
-    return configs_from_args(args)[0]
-
-
 @contextlib.contextmanager
 def storage_errors() -> Iterator[None]:
     """Object-storage failures (no such bucket, no credentials, endpoint down) as one clear line."""

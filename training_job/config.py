@@ -177,11 +177,6 @@ def configs_from_dict(values: dict[str, Any]) -> tuple[RunConfig, JobOptions]:
     return run_config_from_dict(values), job
 
 
-def load_run_config(path: str | Path) -> RunConfig:
-    """Read a YAML or JSON file shaped like `RunConfig.to_dict()` (any subset of it)."""
-    return configs_from_dict(read_config_file(path))[0]
-
-
 def with_overrides(config: RunConfig, **sections: dict[str, Any]) -> RunConfig:
     """Apply flag values (None = not given) on top of a config, section by section."""
     updated = config
