@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from fundus_seg.errors import FundusSegError, exit_code
+
 COMPONENT_CLIS = ("training_job.cli", "serving.cli", "fundus_seg.data_cli")
 TENSORFLOW_COMMANDS = {"train", "evaluate", "model-info", "benchmark"}
 
@@ -32,15 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         load_tensorflow(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # user-facing errors: one clear line, non-zero exit
-        from preprocessing.errors import FundusSegError
-
-        if isinstance(exc, FundusSegError):
-            print(f"fundus-seg {args.command}: error: {exc}", file=sys.stderr)
-            return int(getattr(exc, "exit_code", 2))  # e.g. 143 after SIGTERM, 3 for a refused publish
-        raise
+    except KeyboardInterrupt as exc:
+        return exit_code(exc)
+    except FundusSegError as exc:  # user-facing errors: one clear line, the exit code they carry
+        print(f"fundus-seg {args.command}: error: {exc}", file=sys.stderr)
+        return exit_code(exc)  # fundus_seg.errors: 2 settings, 3 refused publish, 143 SIGTERM
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import csv
 from pathlib import Path
 
 from fundus_seg import storage
+from fundus_seg.errors import storage_errors
 from preprocessing.errors import DatasetError
 
 MANIFEST = "manifest.csv"
@@ -34,7 +35,9 @@ def dataset_files(folder: Path) -> list[str]:
 
 def push(folder: str | Path, uri: str, *, progress: bool = True) -> list[str]:
     """Validate the dataset folder, then upload it under `uri`; returns the relative paths uploaded."""
-    from preprocessing.datasets import validate_dataset  # heavy (OpenCV); only for this command
+    from preprocessing.datasets import (
+        validate_dataset,  # heavy (OpenCV); only for this command
+    )
 
     folder = Path(folder)
     validate_dataset(folder)
@@ -43,13 +46,8 @@ def push(folder: str | Path, uri: str, *, progress: bool = True) -> list[str]:
 
 
 def _push_command(args: argparse.Namespace) -> int:
-    from boto3.exceptions import Boto3Error
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
+    with storage_errors(args.uri):  # one clear line instead of a traceback
         files = push(args.dir, args.uri, progress=not args.no_progress)
-    except (Boto3Error, BotoCoreError, ClientError) as exc:  # one clear line instead of a traceback
-        raise storage.StorageError(f"{args.uri}: {exc}") from exc
     size = sum((Path(args.dir) / f).stat().st_size for f in files)
     print(f"pushed {len(files)} files ({size / 1e6:.1f} MB) to {args.uri}")
     return 0

@@ -80,7 +80,9 @@ class ModelCard:
     def from_dict(cls, document: Any) -> ModelCard:
         if not isinstance(document, dict):
             raise ModelCardError(f"a model card is a JSON object, got {type(document).__name__}")
-        from training_job.config import UNetConfig  # here: training_job.config imports the rollout gate, which reads cards
+        from training_job.config import (
+            UNetConfig,  # here: training_job.config imports the rollout gate, which reads cards
+        )
 
         config = document.get("config") if isinstance(document.get("config"), dict) else {}
         try:

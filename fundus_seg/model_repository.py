@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -47,10 +48,24 @@ from pathlib import Path
 
 import numpy as np
 
+from fundus_seg.errors import ModelRepositoryError
 from fundus_seg.model_card import ModelCard
-from fundus_seg.storage import (STAGING_PREFIX, S3Storage, Uri, _rename_into_place, _walk, exists, is_s3, join,
-                                list_dir, local_path, read_bytes, read_json, upload_dir, write_bytes)
-from preprocessing.errors import ModelRepositoryError
+from fundus_seg.storage import (
+    STAGING_PREFIX,
+    S3Storage,
+    Uri,
+    _rename_into_place,
+    _walk,
+    exists,
+    is_s3,
+    join,
+    list_dir,
+    local_path,
+    read_bytes,
+    read_json,
+    upload_dir,
+    write_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -196,16 +211,20 @@ def _run_claim_uri(model_repo_uri: Uri, model_name: str, run_id: str) -> str:
 
 
 def _put_if_absent(uri: str, data: bytes) -> bool:
+    """Create `uri` holding `data` unless it exists, in one step: nobody ever reads it half-written."""
     if is_s3(uri):
         return S3Storage().put_if_absent(uri, data)
     path = local_path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f"{STAGING_PREFIX}{uuid.uuid4().hex}")
+    staging.write_bytes(data)
     try:
-        with open(path, "xb") as handle:  # O_CREAT | O_EXCL: one creator wins
-            handle.write(data)
+        os.link(staging, path)  # fails when `path` exists: the atomic create-with-content
         return True
     except FileExistsError:
         return False
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def _claim_run(model_repo_uri: Uri, model_name: str, run_id: str) -> int | None:
@@ -224,8 +243,10 @@ def _claim_run(model_repo_uri: Uri, model_name: str, run_id: str) -> int | None:
             return None
         try:
             claimed_at = float(json.loads(read_bytes(uri)).get("at", 0))
-        except (FileNotFoundError, ValueError, TypeError, AttributeError):
-            claimed_at = 0.0
+        except FileNotFoundError:
+            continue  # taken over and gone again: look once more
+        except (ValueError, TypeError, AttributeError):
+            claimed_at = time.time()  # unreadable: count it as fresh, never as abandoned
         if time.time() - claimed_at > RUN_CLAIM_STALE_S:
             log.warning("run %s: taking over a publish claim from %s (its publisher stopped)", run_id,
                         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(claimed_at)))

@@ -32,14 +32,12 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
+from fundus_seg.errors import StorageError
 from fundus_seg.progress import transfer_progress
-from preprocessing.errors import FundusSegError
 
 log = logging.getLogger(__name__)
 
 
-class StorageError(FundusSegError):
-    """Object storage that cannot be reached or used (no such bucket, no credentials, ...)."""
 
 STAGING_PREFIX = ".tmp-"  # hidden names: never mistaken for a version or a dataset file
 UPLOAD_WORKERS = 8

@@ -5,18 +5,23 @@ Training, evaluation and serving all import from here, so there is a single code
 restore to the original grid -> post-process -> geometry and metrics.
 """
 from preprocessing.decode import DecodeLimits, decode_image, decode_mask
-from preprocessing.errors import DatasetError, FundusSegError, ImageDecodeError
+from preprocessing.errors import DatasetError, ImageDecodeError
 from preprocessing.geometry import DiscGeometry, disc_geometry
 from preprocessing.metrics import dice, radius_within, summarize
 from preprocessing.postprocess import postprocess_mask
-from preprocessing.transform import CropBox, PreprocessConfig, preprocess_image, preprocess_mask, restore_probability
+from preprocessing.transform import (
+    CropBox,
+    PreprocessConfig,
+    preprocess_image,
+    preprocess_mask,
+    restore_probability,
+)
 
 __all__ = [
     "CropBox",
     "DatasetError",
     "DecodeLimits",
     "DiscGeometry",
-    "FundusSegError",
     "ImageDecodeError",
     "PreprocessConfig",
     "decode_image",

@@ -1,8 +1,5 @@
-"""Errors a user can act on. Anything raising these maps to a clear message (CLI) or a 4xx (serving)."""
-
-
-class FundusSegError(Exception):
-    """Base class: the input or configuration is wrong, not the program."""
+"""Preprocessing's own errors: images and datasets that cannot be used (see fundus_seg.errors)."""
+from fundus_seg.errors import FundusSegError
 
 
 class ImageDecodeError(FundusSegError, ValueError):
@@ -11,7 +8,3 @@ class ImageDecodeError(FundusSegError, ValueError):
 
 class DatasetError(FundusSegError, ValueError):
     """A dataset folder or manifest that cannot be used; the message lists the bad rows."""
-
-
-class ModelRepositoryError(FundusSegError):
-    """A model repository or version that does not exist or is incomplete."""

@@ -11,7 +11,12 @@ import numpy as np
 
 from preprocessing.decode import DecodeLimits, decode_image
 from preprocessing.postprocess import postprocess_mask
-from preprocessing.transform import CropBox, PreprocessConfig, preprocess_image, restore_probability
+from preprocessing.transform import (
+    CropBox,
+    PreprocessConfig,
+    preprocess_image,
+    restore_probability,
+)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,12 @@ from typing import Callable
 
 import numpy as np
 
-from fundus_seg.paths import BUNDLED_MODEL_REPO, DEFAULT_MODEL_NAME, REPO_ROOT, SHARED_DATA
+from fundus_seg.paths import (
+    BUNDLED_MODEL_REPO,
+    DEFAULT_MODEL_NAME,
+    REPO_ROOT,
+    SHARED_DATA,
+)
 
 DEFAULT_IMAGE = SHARED_DATA / "drishti-gs1" / "images" / "drishtiGS_002.jpg"
 GRPC_P50_TARGET = 1.3  # gRPC p50 / floor batch-1 p50 at most
@@ -314,18 +319,18 @@ def encode_costs(image: bytes, pb) -> dict[str, float]:
 
 def run(config: BenchmarkConfig, log: Callable[[str], None] = print) -> Report:
     from serving.client import GrpcClient, RestClient, oip_protos
-    from serving.stack import LocalStack, StackConfig, StackError
+    from serving.local_service import LocalService, LocalServiceConfig, LocalServiceError
 
     image = Path(config.image).read_bytes()
     version_dir = latest_version_dir(config.model_repo, config.model_name)
     with tempfile.TemporaryDirectory(prefix="fundus-bench-") as logs:
-        stack_config = StackConfig(model_repo=config.model_repo, model_name=config.model_name, http_port=0,
+        stack_config = LocalServiceConfig(model_repo=config.model_repo, model_name=config.model_name, http_port=0,
                                    grpc_port=0, predictor_grpc_port=0, predictor_rest_port=0,
                                    enable_batching=config.enable_batching, log_dir=Path(logs))
         log(f"starting the service on {stack_config.url} and {stack_config.grpc_target} ...")
-        with LocalStack(stack_config) as stack:
+        with LocalService(stack_config) as stack:
             if not stack.wait_ready(180):
-                raise StackError(f"no model version became ready in {config.model_repo}")
+                raise LocalServiceError(f"no model version became ready in {config.model_repo}")
             log(f"measuring the in-process floor on {version_dir} ...")
             report = Report(config, measure_floor(image, version_dir, config.requests, config.batch, config.warmup))
             clients = {"rest": RestClient(stack_config.url, config.model_name),

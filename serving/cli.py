@@ -63,14 +63,14 @@ def run_serve(args: argparse.Namespace) -> int:
     import signal
 
     from fundus_seg.model_repository import list_versions
-    from serving.stack import LocalStack, StackConfig
+    from serving.local_service import LocalService, LocalServiceConfig
 
     # Installed explicitly: a process started in the background inherits SIGINT *ignored*, and
     # Python then keeps ignoring it. `kill` (SIGTERM) stops as cleanly as Ctrl-C.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.default_int_handler)
 
-    config = StackConfig(model_repo=args.model_repo, model_name=args.model_name, host=args.host,
+    config = LocalServiceConfig(model_repo=args.model_repo, model_name=args.model_name, host=args.host,
                          http_port=args.http_port, grpc_port=args.grpc_port,
                          predictor_grpc_port=args.predictor_grpc_port, predictor_rest_port=args.predictor_rest_port,
                          predictor_api=args.predictor_api, enable_batching=not args.no_batching,
@@ -78,7 +78,7 @@ def run_serve(args: argparse.Namespace) -> int:
     versions = list_versions(config.model_repo, config.model_name)
     print(f"fundus-seg serve: model repository {config.model_repo / config.model_name} "
           f"({'no version yet: ready once one is published' if not versions else 'starting'})", file=sys.stderr)
-    stack = LocalStack(config)
+    stack = LocalService(config)
     try:
         stack.start()
         print(f"fundus-seg serve: REST {config.url}/v1/models/{config.model_name}:predict, "

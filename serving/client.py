@@ -30,8 +30,8 @@ from typing import Iterable, Union
 import cv2
 import numpy as np
 
+from fundus_seg.errors import FundusSegError
 from fundus_seg.paths import DEFAULT_MODEL_NAME
-from preprocessing.errors import FundusSegError
 
 Image = Union[bytes, str, os.PathLike]
 DEFAULT_URL = "http://127.0.0.1:8080"

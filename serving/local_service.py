@@ -19,18 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from fundus_seg.errors import FundusSegError
 from fundus_seg.paths import BUNDLED_MODEL_REPO, DEFAULT_MODEL_NAME
-from preprocessing.errors import FundusSegError
 
 MODELS_CONFIG, ROLLOUT_JSON = "models.config", "rollout.json"  # the rollout's local contract
 
 
-class StackError(FundusSegError):
+class LocalServiceError(FundusSegError):
     """The local service could not start or died."""
 
 
 @dataclass
-class StackConfig:
+class LocalServiceConfig:
     model_repo: Path = BUNDLED_MODEL_REPO
     model_name: str = DEFAULT_MODEL_NAME
     host: str = "127.0.0.1"
@@ -107,15 +107,15 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-class LocalStack:
-    """`with LocalStack(config) as stack:` starts both processes and waits until they answer."""
+class LocalService:
+    """`with LocalService(config) as stack:` starts both processes and waits until they answer."""
 
-    def __init__(self, config: StackConfig) -> None:
+    def __init__(self, config: LocalServiceConfig) -> None:
         self.config = config
         self.processes: dict[str, subprocess.Popen] = {}
         self._logs: list[IO] = []
 
-    def start(self, timeout: float = 180.0) -> "LocalStack":
+    def start(self, timeout: float = 180.0) -> "LocalService":
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
                "PYTHONUNBUFFERED": "1"}
         try:
@@ -141,7 +141,7 @@ class LocalStack:
         for name, process in self.processes.items():
             if process.poll() is not None:
                 where = f"; see {self.config.log_dir / (name + '.log')}" if self.config.log_dir else ""
-                raise StackError(f"the {name} exited with status {process.returncode}{where}")
+                raise LocalServiceError(f"the {name} exited with status {process.returncode}{where}")
 
     def wait_live(self, timeout: float) -> None:
         """Both processes answer HTTP (a model need not be loaded yet)."""
@@ -150,7 +150,7 @@ class LocalStack:
         while not all(http_status(url) == 200 for url in urls):
             self.check()
             if time.monotonic() > deadline:
-                raise StackError(f"the service did not start within {timeout:.0f}s")
+                raise LocalServiceError(f"the service did not start within {timeout:.0f}s")
             time.sleep(0.2)
 
     def ready(self) -> bool:
@@ -194,7 +194,7 @@ class LocalStack:
             log.close()
         self._logs.clear()
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> "LocalService":
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

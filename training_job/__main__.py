@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from preprocessing.errors import FundusSegError
+from fundus_seg.errors import FundusSegError, exit_code
 from training_job.cli import add_train_flags, cmd_train
 
 PROG = "python -m training_job"
@@ -31,11 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     load_tensorflow(args.verbose)
     try:
         return cmd_train(args)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        return exit_code(exc)
     except FundusSegError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return int(getattr(exc, "exit_code", 2))
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

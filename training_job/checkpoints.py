@@ -35,7 +35,7 @@ from typing import Any
 import keras
 
 from fundus_seg import storage
-from preprocessing.errors import FundusSegError
+from fundus_seg.errors import EXIT_TERMINATED, FundusSegError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class CheckpointError(FundusSegError):
 class Interrupted(FundusSegError):
     """Training stopped by SIGTERM; the checkpoint lets a rerun with the same run id resume."""
 
-    exit_code = 143  # 128 + SIGTERM, what Kubernetes expects from a terminated container
+    exit_code = EXIT_TERMINATED  # what Kubernetes expects from a terminated container
 
 
 @dataclasses.dataclass(frozen=True)

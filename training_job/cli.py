@@ -2,19 +2,25 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
+from fundus_seg.errors import EXIT_PUBLISH_REFUSED, FundusSegError, storage_errors
 from fundus_seg.paths import BUNDLED_MODEL_REPO, DEFAULT_MODEL_NAME
-from preprocessing.errors import FundusSegError
 from serving.rollout import DEFAULT_TOLERANCE
-from training_job.config import (ACCELERATORS, INCREMENTAL_EPOCHS, MODES, PUBLISH_REFUSED_EXIT, JobOptions, RunConfig,
-                                 configs_from_dict, read_config_file, with_overrides)
+from training_job.config import (
+    ACCELERATORS,
+    INCREMENTAL_EPOCHS,
+    MODES,
+    JobOptions,
+    RunConfig,
+    configs_from_dict,
+    read_config_file,
+    with_overrides,
+)
 
 RUN_ID_VARIABLES = ("FUNDUS_SEG_RUN_ID",)
 """Where a run id comes from when --run-id and the config file give none (set it from the Job's name).
@@ -75,7 +81,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     gate = parser.add_argument_group("publishing gate (against the latest published version)")
     gate.add_argument("--tolerance", type=float, help="largest allowed drop of dice_mean (x100 for rrp) below the latest "
                       f"version on any dataset both were scored on (default {DEFAULT_TOLERANCE}); a bigger drop: "
-                      f"nothing is published, exit {PUBLISH_REFUSED_EXIT}")
+                      f"nothing is published, exit {EXIT_PUBLISH_REFUSED}")
     gate.add_argument("--force", action="store_true", default=None,
                       help="publish even when the gate fails (metrics.json records \"forced\": true)")
 
@@ -106,20 +112,6 @@ def configs_from_args(args: argparse.Namespace) -> tuple[RunConfig, JobOptions]:
     if job.mode == "incremental" and getattr(args, "epochs", None) is None and "epochs" not in (raw.get("train") or {}):
         run = with_overrides(run, train={"epochs": INCREMENTAL_EPOCHS})
     return run, job
-
-
-@contextlib.contextmanager
-def storage_errors() -> Iterator[None]:
-    """Object-storage failures (no such bucket, no credentials, endpoint down) as one clear line."""
-    from boto3.exceptions import Boto3Error
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from fundus_seg.storage import StorageError
-
-    try:
-        yield
-    except (Boto3Error, BotoCoreError, ClientError) as exc:
-        raise StorageError(f"object storage: {exc}") from exc
 
 
 def log_to_stderr() -> None:

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
+from fundus_seg.errors import FundusSegError
 from preprocessing.augment import AugmentConfig
-from preprocessing.errors import FundusSegError
 from preprocessing.transform import PreprocessConfig
 from serving.rollout import DEFAULT_TOLERANCE
 
@@ -72,8 +72,6 @@ ACCELERATORS = ("auto", "cpu", "gpu", "tpu")
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 INCREMENTAL_EPOCHS = 3
 """The paper's brief retrain on a new instrument's data, unless epochs are set explicitly."""
-PUBLISH_REFUSED_EXIT = 3
-"""Exit status of a run that trained and was scored but not published: it regresses (see JobOptions.force)."""
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,14 @@ import tensorflow as tf
 
 from fundus_seg import model_repository
 from fundus_seg.model_card import ModelCard
-from fundus_seg.model_repository import CARD_OUTPUT, CARD_SIGNATURE, INPUT_KEY, KERAS_FILE, OUTPUT_KEY, SERVING_SIGNATURE
-
+from fundus_seg.model_repository import (
+    CARD_OUTPUT,
+    CARD_SIGNATURE,
+    INPUT_KEY,
+    KERAS_FILE,
+    OUTPUT_KEY,
+    SERVING_SIGNATURE,
+)
 
 
 def inference_copy(model: keras.Model) -> keras.Model:

@@ -24,13 +24,24 @@ from pathlib import Path
 import keras
 
 from fundus_seg import model_repository, storage
+from fundus_seg.errors import EXIT_PUBLISH_REFUSED, FundusSegError, ModelRepositoryError
 from fundus_seg.model_card import ModelCard
-from preprocessing.errors import DatasetError, FundusSegError, ModelRepositoryError
+from preprocessing.errors import DatasetError
 from serving.rollout import GateResult, compare_metrics
 from training_job import strategy
-from training_job.checkpoints import CheckpointStore, EpochCheckpoint, Interrupted, StopOnSigterm
-from training_job.config import PUBLISH_REFUSED_EXIT, JobOptions, RunConfig
-from training_job.data_sources import DataCache, Dataset, dataset_name, default_cache_dir
+from training_job.checkpoints import (
+    CheckpointStore,
+    EpochCheckpoint,
+    Interrupted,
+    StopOnSigterm,
+)
+from training_job.config import JobOptions, RunConfig
+from training_job.data_sources import (
+    DataCache,
+    Dataset,
+    dataset_name,
+    default_cache_dir,
+)
 from training_job.evaluate import evaluate, keras_predictor
 from training_job.export import publish
 from training_job.train import compile_model, train
@@ -46,7 +57,7 @@ CHECKPOINTS = ".checkpoints"
 class PublishRefused(FundusSegError):
     """The run trained and was scored, but falls below the latest published version: nothing is published."""
 
-    exit_code = PUBLISH_REFUSED_EXIT
+    exit_code = EXIT_PUBLISH_REFUSED
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,14 @@ import sys
 import time
 
 import keras
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 def progress_callback(epochs: int, steps_per_epoch: int, initial_epoch: int = 0, global_batch: int = 1) -> keras.callbacks.Callback:

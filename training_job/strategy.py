@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from preprocessing.errors import FundusSegError
+from fundus_seg.errors import FundusSegError
 
 log = logging.getLogger(__name__)
 

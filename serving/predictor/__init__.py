@@ -61,7 +61,13 @@ Gaps and differences
 - Extras TF Serving lacks: /healthz (503 once the process cannot serve: repository polling or a
   worker pool died), /readyz, grpc.health.v1.Health/Check.
 """
-from serving.predictor.config import BatchingConfig, ConfigError, ModelConfig, PredictorConfig, VersionPolicy
+from serving.predictor.config import (
+    BatchingConfig,
+    ConfigError,
+    ModelConfig,
+    PredictorConfig,
+    VersionPolicy,
+)
 
 __all__ = ["BatchingConfig", "ConfigError", "ModelConfig", "PredictorConfig", "PredictorServer", "VersionPolicy"]
 

@@ -11,8 +11,14 @@ import os
 import sys
 from pathlib import Path
 
-from serving.predictor.config import (BatchingConfig, ConfigError, PredictorConfig, ServerLimits, SignatureContract,
-                                      TensorContract)
+from serving.predictor.config import (
+    BatchingConfig,
+    ConfigError,
+    PredictorConfig,
+    ServerLimits,
+    SignatureContract,
+    TensorContract,
+)
 
 
 def _bool(text: str) -> bool:

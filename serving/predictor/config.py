@@ -10,10 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal
 
-from preprocessing.errors import FundusSegError
-
-KiB = 1024
-MiB = 1024 * KiB
+from fundus_seg.errors import FundusSegError
+from fundus_seg.units import KiB, MiB
 
 
 class ConfigError(FundusSegError, ValueError):
@@ -105,7 +103,7 @@ class ServerLimits:
     rest_keepalive_timeout_s: float = 30.0  # idle connections, and unfinished request headers
     rest_body_timeout_s: float = 60.0  # the whole request body must arrive within this; else 408
     rest_max_concurrent_requests: int = 64  # :predict calls in progress; more -> 429
-    rest_max_json_values: int = 2 * MiB  # JSON values (numbers, strings, arrays ...) in one body; more -> 413
+    rest_max_json_values: int = 2 * 1024 * 1024  # 2 Mi JSON values (numbers, strings, arrays ...) in one body; more -> 413
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

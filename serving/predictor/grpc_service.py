@@ -10,10 +10,21 @@ import logging
 
 import grpc
 from google.protobuf import wrappers_pb2
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2,
-                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
-from serving.predictor.errors import InvalidArgument, PredictorError, Unimplemented, clip
+from serving.predictor.errors import (
+    InvalidArgument,
+    PredictorError,
+    Unimplemented,
+    clip,
+)
 from serving.predictor.model_manager import ModelManager, ModelRef, ModelVersion
 from serving.predictor.prediction import PredictionCore
 from serving.predictor.tensors import decode_inputs, fill_tensor_proto

@@ -5,7 +5,13 @@ Model version gauges are computed at scrape time from the model manager, so they
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 from serving.predictor.model_manager import ModelManager, State

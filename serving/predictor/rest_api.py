@@ -22,11 +22,18 @@ from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from fundus_seg.model_repository import version_number
 from serving.predictor.config import ServerLimits
-from serving.predictor.errors import InvalidArgument, NotFound, PredictorError, ResourceExhausted, Unimplemented, clip
+from serving.predictor.errors import (
+    InvalidArgument,
+    NotFound,
+    PredictorError,
+    ResourceExhausted,
+    Unimplemented,
+    clip,
+)
 from serving.predictor.grpc_service import metadata_response, status_response
 from serving.predictor.metrics import PredictorMetrics
-from fundus_seg.model_repository import version_number
 from serving.predictor.model_manager import ModelManager, ModelRef
 from serving.predictor.prediction import PredictionCore
 from serving.predictor.rest_codec import RestPredictRequest, encode_response

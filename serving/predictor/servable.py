@@ -12,7 +12,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from serving.predictor.config import MiB, SignatureContract, TensorContract
+from fundus_seg.units import MiB
+from serving.predictor.config import SignatureContract, TensorContract
 from serving.predictor.errors import FailedPrecondition, InvalidArgument, PredictorError
 from serving.predictor.tensors import dtype_name, numpy_dtype
 

@@ -2,7 +2,7 @@
 
 A FundusSegError: `fundus-seg rollout` prints its message on one line and exits 2.
 """
-from preprocessing.errors import FundusSegError
+from fundus_seg.errors import FundusSegError
 
 
 class RolloutError(FundusSegError):

@@ -26,7 +26,14 @@ from pathlib import Path
 from fundus_seg import model_repository, storage
 from serving.rollout.errors import RolloutError
 from serving.rollout.moves import Target
-from serving.rollout.record import CANARY_LABEL, MODELS_CONFIG, ROLLOUT_JSON, STABLE_LABEL, RecordError, RolloutRecord
+from serving.rollout.record import (
+    CANARY_LABEL,
+    MODELS_CONFIG,
+    ROLLOUT_JSON,
+    STABLE_LABEL,
+    RecordError,
+    RolloutRecord,
+)
 
 HEADER = ("# Written by `fundus-seg rollout` (serving/rollout/local.py): the stable and canary\n"
           "# versions of each model, as TF Serving version labels. Edit with the CLI.\n")

@@ -12,7 +12,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from serving.transformer.config import HttpLimits, MiB, TransformerConfig, TransformerConfigError
+from fundus_seg.units import MiB
+from serving.transformer.config import (
+    HttpLimits,
+    TransformerConfig,
+    TransformerConfigError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -70,7 +70,7 @@ class ImageBatch:
 
 
 @dataclass
-class Segmentation:
+class ImageAnswer:
     """One image's answer, protocol-neutral."""
 
     mask_png: bytes
@@ -183,14 +183,14 @@ def _flatten(data: Any) -> list:
 # -- responses ----------------------------------------------------------------------------------
 
 
-def encode_response(batch: ImageBatch, results: list[Segmentation], model_name: str,
+def encode_response(batch: ImageBatch, results: list[ImageAnswer], model_name: str,
                     model_version: int) -> dict | InferResponse:
     if batch.protocol in (V2_REST, V2_GRPC):
         return encode_v2(batch, results, model_name, model_version)
     return encode_v1(results, model_name, model_version)
 
 
-def encode_v1(results: list[Segmentation], model_name: str, model_version: int) -> dict:
+def encode_v1(results: list[ImageAnswer], model_name: str, model_version: int) -> dict:
     return {"predictions": [{
         "mask": {"b64": base64.b64encode(r.mask_png).decode("ascii")},
         "disc": r.disc,
@@ -200,7 +200,7 @@ def encode_v1(results: list[Segmentation], model_name: str, model_version: int) 
     } for r in results]}
 
 
-def encode_v2(batch: ImageBatch, results: list[Segmentation], model_name: str, model_version: int) -> InferResponse:
+def encode_v2(batch: ImageBatch, results: list[ImageAnswer], model_name: str, model_version: int) -> InferResponse:
     grpc = batch.protocol == V2_GRPC
     masks = [r.mask_png if grpc else base64.b64encode(r.mask_png).decode("ascii") for r in results]
     n = len(results)

@@ -5,11 +5,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from fundus_seg.errors import FundusSegError
+from fundus_seg.units import MiB
 from preprocessing.decode import DecodeLimits
-from preprocessing.errors import FundusSegError
 from preprocessing.transform import PreprocessConfig
-
-MiB = 1024 * 1024
 
 
 class TransformerConfigError(FundusSegError, ValueError):

@@ -38,11 +38,26 @@ from preprocessing.pipeline import Prepared, prepare
 from preprocessing.transform import PreprocessConfig
 from serving.transformer import metrics
 from serving.transformer.budget import Budget, BudgetExhausted
-from serving.transformer.codec import (RAW, V1, V2_GRPC, V2_REST, ImageBatch, Segmentation, decode_request,
-                                       encode_response)
+from serving.transformer.codec import (
+    RAW,
+    V1,
+    V2_GRPC,
+    V2_REST,
+    ImageAnswer,
+    ImageBatch,
+    decode_request,
+    encode_response,
+)
 from serving.transformer.config import TransformerConfig
-from serving.transformer.predictor_client import (CardResult, Predictor, PredictorError, PredictorUnavailable,
-                                                  PredictResult, VersionNotFound, make_predictor)
+from serving.transformer.predictor_client import (
+    CardResult,
+    Predictor,
+    PredictorCallError,
+    PredictorUnavailable,
+    PredictResult,
+    VersionNotFound,
+    make_predictor,
+)
 from serving.transformer.result import segment_probability
 from serving.transformer.routing import VersionRouter
 
@@ -201,7 +216,7 @@ class FundusTransformer(Model):
             raise ModelNotReady(self.name, str(exc)) from None
         except PredictorUnavailable as exc:
             raise ModelNotReady(self.name, str(exc)) from None
-        except PredictorError as exc:
+        except PredictorCallError as exc:
             log.error("predictor call failed: %s", exc)
             raise InferenceError(str(exc)) from None
         if answer.version is None and target is None:  # a version without a card does not say who it is
@@ -279,7 +294,7 @@ class FundusTransformer(Model):
             raise ModelNotReady(self.name, str(exc)) from None
         except PredictorUnavailable as exc:
             raise ModelNotReady(self.name, str(exc)) from None
-        except PredictorError as exc:
+        except PredictorCallError as exc:
             log.error("predictor call failed: %s", exc)
             raise InferenceError(str(exc)) from None
         work.batch.images = []  # the bytes are no longer needed; drop them early
@@ -317,11 +332,11 @@ class FundusTransformer(Model):
         metrics.STAGES.labels("postprocess").observe(time.perf_counter() - started)
         return encode_response(work.batch, results, self.name, version)
 
-    async def _finish(self, probability: np.ndarray, box, threshold: float) -> Segmentation:
+    async def _finish(self, probability: np.ndarray, box, threshold: float) -> ImageAnswer:
         started = time.perf_counter()
         async with self._pixels(box.width * box.height):
             png, disc = await self._in_pool(segment_probability, probability, box, threshold)
-        return Segmentation(png, disc, {"postprocess": round(_ms(started), 2)})
+        return ImageAnswer(png, disc, {"postprocess": round(_ms(started), 2)})
 
 
 def _protocol(body: Any) -> str:

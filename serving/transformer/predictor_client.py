@@ -26,15 +26,15 @@ from fundus_seg.model_repository import OUTPUT_KEY as OUTPUT
 from fundus_seg.model_repository import SERVING_SIGNATURE as SIGNATURE
 
 
-class PredictorError(Exception):
+class PredictorCallError(Exception):
     """The predictor did not answer; subclasses say why so the transformer can pick a status."""
 
 
-class VersionNotFound(PredictorError):
+class VersionNotFound(PredictorCallError):
     """No such model version or label is loaded (or, without a version, no version at all)."""
 
 
-class PredictorUnavailable(PredictorError):
+class PredictorUnavailable(PredictorCallError):
     """Unreachable, timed out, or not serving."""
 
 
@@ -83,7 +83,7 @@ def from_tensor_proto(proto) -> np.ndarray:
         return values.reshape(shape)
     if values.size == 1:  # TF Serving compresses a constant tensor to one value
         return np.full(shape, values[0], dtype=np.float32)
-    raise PredictorError(f"predictor returned {values.size} values for shape {shape}")
+    raise PredictorCallError(f"predictor returned {values.size} values for shape {shape}")
 
 
 class GrpcPredictor:
@@ -92,8 +92,11 @@ class GrpcPredictor:
         self._channel = None
 
     def _stubs(self):
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
         import grpc
+        from tensorflow_serving.apis import (
+            model_service_pb2_grpc,
+            prediction_service_pb2_grpc,
+        )
 
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self.host, options=[
@@ -169,7 +172,7 @@ def _no_card(exc: Exception) -> bool:
             and CARD_SIGNATURE in (exc.details() or ""))
 
 
-def _grpc_error(exc: Exception, model: str, version: str | None) -> PredictorError:
+def _grpc_error(exc: Exception, model: str, version: str | None) -> PredictorCallError:
     import grpc
 
     code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
@@ -180,7 +183,7 @@ def _grpc_error(exc: Exception, model: str, version: str | None) -> PredictorErr
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
                 grpc.StatusCode.RESOURCE_EXHAUSTED):
         return PredictorUnavailable(f"predictor unavailable ({code.name}): {detail}")
-    return PredictorError(f"predictor failed ({code.name if code else type(exc).__name__}): {detail}")
+    return PredictorCallError(f"predictor failed ({code.name if code else type(exc).__name__}): {detail}")
 
 
 def _not_found(model: str, version: str | None, detail: str) -> str:
@@ -257,7 +260,7 @@ class RestPredictor:
             raise VersionNotFound(_not_found(self.model_name, version, detail))
         if status in (429, 503, 504):
             raise PredictorUnavailable(f"predictor unavailable (HTTP {status}): {detail}")
-        raise PredictorError(f"predictor failed (HTTP {status}): {detail}")
+        raise PredictorCallError(f"predictor failed (HTTP {status}): {detail}")
 
     async def _predict(self, images: np.ndarray, version: str) -> PredictResult:
         import orjson

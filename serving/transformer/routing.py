@@ -18,7 +18,12 @@ import random
 import time
 from pathlib import Path
 
-from serving.rollout.record import CANARY_LABEL, STABLE_LABEL, RecordError, RolloutRecord
+from serving.rollout.record import (
+    CANARY_LABEL,
+    STABLE_LABEL,
+    RecordError,
+    RolloutRecord,
+)
 
 log = logging.getLogger(__name__)
 

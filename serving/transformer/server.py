@@ -31,13 +31,13 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from grpc_interceptor import AsyncExceptionToStatusInterceptor
 from kserve import errors as kserve_errors
 from kserve.errors import InvalidInput, ModelNotReady
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-from grpc_interceptor import AsyncExceptionToStatusInterceptor
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.server import metrics_handler
