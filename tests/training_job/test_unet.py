@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from fundus_seg.cli import main
@@ -16,16 +17,51 @@ def test_parameter_counts_match_table_1(architecture, millions):
     assert abs(params / 1e6 - millions) / millions < 0.15
 
 
-def test_recursion_depth_width_and_options():
-    model = build_unet(UNetConfig(depth=3, width=8, increment_ratio=2.0))
-    names = {layer.name for layer in model.layers}
-    assert {"enc0_conv1", "enc3_conv1", "down2", "up0_transpose", "dec0_conv2"} <= names and "enc4_conv1" not in names
-    assert model.get_layer("enc3_conv1").filters == 64  # 8 * 2**3
+def expected_params(widths: list[int], batchnorm: bool = True, upsampling: bool = False) -> int:
+    """Trainable parameters of the paper's recursive U-Net, from its definition: at each level two 3x3
+    convolutions (with a bias unless batch-normalised; batch norm adds a scale and an offset per filter),
+    then, above the bottom, the deeper U-Net, an up-sampling (2x2 transposed convolution, or bilinear +
+    1x1 convolution) to this level's width, the skip concatenation and two more 3x3 convolutions."""
+    def block(channels_in: int, width: int) -> int:
+        per_filter = 2 if batchnorm else 1  # scale + offset, or a bias
+        return 9 * channels_in * width + 9 * width * width + 2 * per_filter * width
+
+    def level(index: int, channels_in: int) -> int:
+        width = widths[index]
+        params = block(channels_in, width)
+        if index == len(widths) - 1:
+            return params
+        deeper = widths[index + 1]
+        up = (1 if upsampling else 4) * deeper * width + width
+        return params + level(index + 1, width) + up + block(2 * width, width)
+
+    return level(0, 3) + widths[0] + 1  # the 1x1 sigmoid output
+
+
+@pytest.mark.parametrize("config, widths", [
+    (UNetConfig(depth=3, width=8, increment_ratio=2.0), [8, 16, 32, 64]),
+    (UNetConfig(depth=1, width=4, increment_ratio=1.5), [4, 6]),
+    (UNetConfig(depth=2, width=8, increment_ratio=2.0, upsampling=True, batchnorm=False), [8, 16, 32]),
+])
+def test_depth_width_and_options_build_the_recursive_definition(config, widths):
+    model = build_unet(config)
     assert model.output_shape == (None, 128, 128, 1)
-    upsampled = build_unet(UNetConfig(depth=2, width=8, upsampling=True, batchnorm=False, dropout=0.2))
-    names = {layer.name for layer in upsampled.layers}
-    assert "up0_upsample" in names and "up0_transpose" not in names
-    assert not any("bn" in n for n in names) and "enc1_dropout" in names
+    assert trainable_params(model) == expected_params(widths, config.batchnorm, config.upsampling)
+
+
+def test_batchnorm_and_dropout_act_only_in_training():
+    x = np.random.default_rng(0).random((2, 128, 128, 3), np.float32)
+    plain = build_unet(UNetConfig(depth=2, width=4, batchnorm=False))
+    assert not plain.non_trainable_weights  # no batch statistics to keep
+    np.testing.assert_allclose(plain(x, training=True), plain(x, training=False), atol=1e-6)
+
+    normalised = build_unet(UNetConfig(depth=2, width=4))
+    assert normalised.non_trainable_weights  # the moving mean and variance
+    assert not np.allclose(normalised(x, training=True), normalised(x, training=False), atol=1e-4)
+
+    dropout = build_unet(UNetConfig(depth=2, width=4, batchnorm=False, dropout=0.5))
+    np.testing.assert_array_equal(dropout(x, training=False), dropout(x, training=False))
+    assert not np.allclose(dropout(x, training=True), dropout(x, training=True), atol=1e-6)
 
 
 def test_invalid_configurations_are_refused():
