@@ -37,7 +37,7 @@ class CropBox:
     x1: int
 
     @classmethod
-    def for_shape(cls, height: int, width: int, crop_fraction: float) -> "CropBox":
+    def for_shape(cls, height: int, width: int, crop_fraction: float) -> CropBox:
         dy, dx = int(round(height * crop_fraction)), int(round(width * crop_fraction))
         return cls(height, width, dy, height - dy, dx, width - dx)
 

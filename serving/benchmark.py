@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import os
 import platform
@@ -26,10 +27,10 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -244,7 +245,7 @@ def measure_floor(image: bytes, version_dir: Path, requests: int, batch: int, wa
         segment_probability(probability[0], prepared.box)
         times.append(time.perf_counter())
         if i >= warmup:
-            for key, (a, b) in zip(stages, zip(times, times[1:])):
+            for key, (a, b) in zip(stages, itertools.pairwise(times), strict=True):
                 stages[key].append((b - a) * 1000)
 
     def finish_one(prepared, probability) -> None:
@@ -262,8 +263,8 @@ def measure_floor(image: bytes, version_dir: Path, requests: int, batch: int, wa
                 if post:
                     list(pool.map(finish_one, prepared, probability))
             ips.append(rounds * batch / (time.perf_counter() - started))
-    floor = [a + b for a, b in zip(stages["decode_preprocess"], stages["predict"])]
-    full = [a + b for a, b in zip(floor, stages["postprocess"])]
+    floor = [a + b for a, b in zip(stages["decode_preprocess"], stages["predict"], strict=True)]
+    full = [a + b for a, b in zip(floor, stages["postprocess"], strict=True)]
     return Floor(Latency(floor), Latency(full), {k: statistics.median(v) for k, v in stages.items()},
                  ips[0], ips[1], describe)
 

@@ -22,10 +22,10 @@ import os
 import sys
 import threading
 import urllib.parse
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Union
 
 import cv2
 import numpy as np
@@ -33,7 +33,7 @@ import numpy as np
 from fundus_seg.errors import FundusSegError
 from fundus_seg.paths import DEFAULT_MODEL_NAME
 
-Image = Union[bytes, str, os.PathLike]
+Image = bytes | str | os.PathLike
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_GRPC = "127.0.0.1:8081"
 
@@ -202,7 +202,7 @@ class GrpcClient:
         outputs = _outputs(response)
         return [Segmentation(mask, json.loads(disc), response.model_name, _version(response.model_version),
                              json.loads(timings))
-                for mask, disc, timings in zip(outputs["mask"], outputs["disc"], outputs["timings_ms"])]
+                for mask, disc, timings in zip(outputs["mask"], outputs["disc"], outputs["timings_ms"], strict=True)]
 
     def ready(self) -> bool:
         import grpc

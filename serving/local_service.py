@@ -115,7 +115,7 @@ class LocalService:
         self.processes: dict[str, subprocess.Popen] = {}
         self._logs: list[IO] = []
 
-    def start(self, timeout: float = 180.0) -> "LocalService":
+    def start(self, timeout: float = 180.0) -> LocalService:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
                "PYTHONUNBUFFERED": "1"}
         try:
@@ -194,7 +194,7 @@ class LocalService:
             log.close()
         self._logs.clear()
 
-    def __enter__(self) -> "LocalService":
+    def __enter__(self) -> LocalService:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

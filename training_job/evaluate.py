@@ -6,8 +6,8 @@ the paper's numbers.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -42,7 +42,7 @@ def evaluate(
         chunk = records[start : start + batch_size]
         prepared = [prepare(r.image.read_bytes(), config) for r in chunk]
         probabilities = predict(np.stack([p.input for p in prepared]))
-        for record, item, probability in zip(chunk, prepared, probabilities):
+        for record, item, probability in zip(chunk, prepared, probabilities, strict=True):
             truth = decode_mask(record.disc_mask.read_bytes())
             mask = finish(probability, item.box, threshold)
             full_dice.append(dice(mask, truth))

@@ -9,10 +9,11 @@ new requests are refused with UNAVAILABLE, as TF Serving does.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Mapping
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class Batcher:
                     if not t.future.done():
                         t.future.set_exception(exc)
                 return
-            for t, result in zip(tasks, results):
+            for t, result in zip(tasks, results, strict=True):
                 if not t.future.done():
                     t.future.set_result(result)
 
@@ -109,4 +110,4 @@ def _split(outputs: dict[str, np.ndarray], sizes: list[int]) -> list[dict[str, n
                                  f"of {total} rows")
     bounds = np.cumsum([0, *sizes])
     return [{key: value[start:end] for key, value in outputs.items()}
-            for start, end in zip(bounds[:-1], bounds[1:])]
+            for start, end in itertools.pairwise(bounds)]

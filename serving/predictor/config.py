@@ -6,9 +6,10 @@ so one file drives both the real TF Serving in the cluster and this predictor on
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 from fundus_seg.errors import FundusSegError
 from fundus_seg.units import KiB, MiB
@@ -62,7 +63,7 @@ class BatchingConfig:
             raise ConfigError("batching batch_timeout_micros must be >= 0")
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "BatchingConfig":
+    def from_file(cls, path: str | Path) -> BatchingConfig:
         """Read TF Serving's --batching_parameters_file (`max_batch_size { value: 32 }` ...)."""
         try:
             text = Path(path).read_text()
@@ -124,7 +125,7 @@ class TensorContract:
     shape: tuple[int, ...] | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "TensorContract":
+    def parse(cls, text: str) -> TensorContract:
         key, _, rest = text.partition(":")
         dtype, _, shape = rest.partition(":")
         if not key:

@@ -39,7 +39,7 @@ class PredictorError(Exception):
             self.code = code
 
     @classmethod
-    def from_tensorflow(cls, exc: Exception) -> "PredictorError":
+    def from_tensorflow(cls, exc: Exception) -> PredictorError:
         """Keep the canonical code of a TensorFlow runtime error (e.g. a bad shape is INVALID_ARGUMENT)."""
         number = getattr(exc, "error_code", None)
         code = next((c for c in grpc.StatusCode if c.value[0] == number), grpc.StatusCode.INTERNAL)

@@ -25,11 +25,11 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from fundus_seg.model_repository import INT64_MAX, SAVED_MODEL, version_number
 from serving.predictor.config import ConfigError, ModelConfig, PredictorConfig

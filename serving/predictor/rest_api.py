@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError

@@ -33,7 +33,7 @@ class RestPredictRequest:
     payload: Any
 
     @classmethod
-    def parse(cls, body: bytes, max_values: int) -> "RestPredictRequest":
+    def parse(cls, body: bytes, max_values: int) -> RestPredictRequest:
         values = body.count(b",") + 2 * (body.count(b"[") + body.count(b"{")) + 1
         if values > max_values:
             raise RequestTooLarge(f"the request body holds up to {values} JSON values; at most {max_values} "
@@ -112,7 +112,7 @@ def _to_array(key: str, value: Any, signature: Signature) -> np.ndarray:
     if spec is None:
         return np.empty(0)  # Signature.validate reports unknown inputs with TF Serving's message
     try:
-        if spec.numpy_dtype == object:
+        if spec.numpy_dtype.kind == "O":
             return np.array(_decode_strings(value, 0), dtype=object)
         with np.errstate(over="raise"):  # 1e39 as float32 is a client error, not a silent Infinity
             return np.asarray(value, dtype=spec.numpy_dtype)

@@ -6,9 +6,9 @@ which is also what TF Serving reports as metadata; nothing here knows how the mo
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class TensorSpec:
     shape: tuple[int, ...] | None
 
     @classmethod
-    def from_tensor_info(cls, key: str, info) -> "TensorSpec":
+    def from_tensor_info(cls, key: str, info) -> TensorSpec:
         shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
         return cls(key, info.dtype, shape)
 
@@ -51,11 +51,11 @@ class TensorSpec:
 
     def check(self, array: np.ndarray) -> None:
         expected = self.numpy_dtype
-        if array.dtype != expected and not (expected == object and array.dtype.kind in "SUO"):
+        if array.dtype != expected and not (expected.kind == "O" and array.dtype.kind in "SUO"):
             raise InvalidArgument(
                 f"Expects arg[{self.key}] to be {dtype_name(self.dtype)} but {array.dtype.name} is provided")
         if self.shape is not None and (len(array.shape) != len(self.shape) or any(
-                want not in (-1, got) for want, got in zip(self.shape, array.shape))):
+                want not in (-1, got) for want, got in zip(self.shape, array.shape, strict=True))):
             raise InvalidArgument(
                 f"input '{self.key}' has shape {list(array.shape)} but the signature expects "
                 f"{list(self.shape)} (-1 = any size)")
@@ -71,7 +71,7 @@ class TensorSpec:
         if int(np.prod(shape, dtype=object)) * self.numpy_dtype.itemsize > max_bytes:
             raise CannotServe(f"one example of input '{self.key}' {list(self.shape)} is larger than the "
                               f"request limit of {max_bytes} bytes")
-        return np.zeros(shape, dtype=self.numpy_dtype) if self.numpy_dtype != object \
+        return np.zeros(shape, dtype=self.numpy_dtype) if self.numpy_dtype.kind != "O" \
             else np.full(shape, b"", dtype=object)
 
     def problem(self, want: TensorContract, is_input: bool) -> str | None:
@@ -162,7 +162,7 @@ class Servable:
 
     @classmethod
     def load(cls, path: str | Path, warm_up: bool = True, contract: SignatureContract | None = None,
-             max_input_bytes: int = 64 * MiB) -> "Servable":
+             max_input_bytes: int = 64 * MiB) -> Servable:
         """Load, check against `contract` and warm up one version directory; raises on anything
         broken or unservable (the caller marks the version failed)."""
         import tensorflow as tf

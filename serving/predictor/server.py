@@ -157,7 +157,7 @@ class PredictorServer:
         if self._loop is not None and self._stop_requested is not None:
             self._loop.call_soon_threadsafe(self._stop_requested.set)
 
-    def start_in_background(self, timeout: float = 60) -> "PredictorServer":
+    def start_in_background(self, timeout: float = 60) -> PredictorServer:
         """Run in a daemon thread; returns once the ports are bound (re-raises start-up errors)."""
         started = threading.Event()
         failure: list[BaseException] = []
@@ -196,7 +196,7 @@ class PredictorServer:
             time.sleep(0.05)
         return self.ready
 
-    def __enter__(self) -> "PredictorServer":
+    def __enter__(self) -> PredictorServer:
         return self.start_in_background()
 
     def __exit__(self, *exc_info) -> None:

@@ -11,7 +11,7 @@ a byte budget (max_request_bytes, all inputs together) before anything is alloca
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2

@@ -24,7 +24,7 @@ METRIC_SCALE = {"dice_mean": 1.0, "rrp": 100.0}
 class GateFailed(RolloutError):
     """The candidate version regresses compared with the serving version."""
 
-    def __init__(self, gate: "GateResult"):
+    def __init__(self, gate: GateResult):
         self.gate = gate
         super().__init__(gate.summary() + " (rerun with --force to roll out anyway)")
 

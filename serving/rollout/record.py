@@ -68,7 +68,7 @@ class RolloutRecord:
 
     def dumps(self, **extra: Any) -> bytes:
         """The JSON document, stamped ``updated_at`` (now, UTC), plus `extra` keys (e.g. the InferenceService)."""
-        now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+        now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
         document = {"model_name": self.model_name, "stable": self.stable, "canary": self.canary,
                     "canary_percent": self.canary_percent, "updated_at": now, **extra}
         return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()

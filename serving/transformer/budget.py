@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 
 class BudgetExhausted(Exception):
@@ -48,7 +48,7 @@ class Budget:
         self._waiting.append(entry)
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if waiter.done():  # granted at the last moment: keep it
                 return amount
             self._waiting.remove(entry)

@@ -10,6 +10,7 @@ first byte until its headers are complete. The body's own deadline is the ASGI m
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import httptools
@@ -105,7 +106,7 @@ def guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
             self._rejected = True
             self._disarm_header_deadline()
             log.warning("HTTP %d to %s: %s", status, self.client[0] if self.client else "?", message)
-            body = ('{"error": "%s"}' % message).encode()
+            body = json.dumps({"error": message}).encode()
             head = STATUS_LINE.get(status) or f"HTTP/1.1 {status} Error\r\n".encode()
             self.transport.write(b"".join([
                 head, b"content-type: application/json\r\n",

@@ -324,7 +324,7 @@ class FundusTransformer(Model):
         results = await asyncio.gather(*(self._finish(probability[i], p.box, work.served.threshold)
                                          for i, p in enumerate(work.prepared)))
         total = _ms(work.started)
-        for result, prepare_ms in zip(results, work.prepare_ms):
+        for result, prepare_ms in zip(results, work.prepare_ms, strict=True):
             result.timings_ms = {"decode_preprocess": round(prepare_ms, 2), "predict": round(work.predict_ms, 2),
                                  "postprocess": result.timings_ms["postprocess"], "total": round(total, 2)}
         version = work.result.version

@@ -13,7 +13,6 @@ a version number itself (the latest AVAILABLE one from the model status) to repo
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -249,7 +248,7 @@ class RestPredictor:
         try:
             async with self._client().post(url, data=body, headers={"Content-Type": "application/json"}) as response:
                 return response.status, await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise PredictorUnavailable(f"predictor unreachable at {self.base}: {exc or type(exc).__name__}") from None
 
     def _raise_for(self, status: int, payload: bytes, version: str) -> None:

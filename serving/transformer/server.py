@@ -123,7 +123,7 @@ class RequestLimits:
             wait = min(limits.header_timeout_s, deadline - loop.time())
             try:
                 message = await asyncio.wait_for(receive(), timeout=max(wait, 0.001))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise BodyTimeout(limits.body_timeout_s, limits.header_timeout_s) from None
             if message["type"] == "http.request":
                 chunk = len(message.get("body", b""))
