@@ -48,6 +48,18 @@ def test_base_version_must_exist(tmp_path):
         resolve_base(run, 7)
 
 
+def published_scores(version_uri: str, datasets: dict, scratch) -> dict:
+    """Each dataset's test split scored again through the published SavedModel (what is served)."""
+    import tensorflow as tf
+
+    from training_job.evaluate import evaluate
+
+    storage.download_dir(version_uri, scratch)
+    signature = tf.saved_model.load(str(scratch)).signatures["serving_default"]
+    predict = lambda batch: signature(images=tf.constant(batch, tf.float32))["disc_probability"].numpy()  # noqa: E731
+    return {name: evaluate(predict, folder, "test") for name, folder in datasets.items()}
+
+
 def run_job(capsys, *argv: str) -> tuple[int, dict, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -67,9 +79,11 @@ def test_full_then_incremental_from_s3_publishes_versions_1_and_2(s3_bucket, tin
     assert result["version"] == 1 and result["published"] and result["mode"] == "full"
     assert re.search(r"^epoch 2/2 loss \d+\.\d{4} dice \d\.\d{4} [\d.]+ img/s elapsed \d+:\d\d:\d\d$", err, re.M), err
 
-    # New instrument: incremental from the latest version (3 epochs by default), replaying DRISHTI.
+    # New instrument: incremental from the latest version (3 epochs by default), replaying DRISHTI;
+    # the architecture flags ask for another network, which the base's weights cannot fill: ignored.
     code, result, err = run_job(capsys, "--mode", "incremental", "--base-version", "latest", "--data", rim_one,
-                                "--replay-fraction", "0.5", "--run-id", "incremental-1", *common)
+                                "--replay-fraction", "0.5", "--run-id", "incremental-1", *common,
+                                "--depth", "2", "--width", "8", "--ir", "1.5")
     assert code == 0, err
     assert result["version"] == 2 and result["base_version"] == 1
     assert storage.list_versions(repo, "optic-disc") == [1, 2]
@@ -79,9 +93,16 @@ def test_full_then_incremental_from_s3_publishes_versions_1_and_2(s3_bucket, tin
     assert metrics["data"] == [rim_one] and metrics["seen_data"] == [drishti, rim_one]
     assert metrics["replay"] == {"fraction": 0.5, "data": [drishti], "images": 4}  # 4 new + 4 replayed
     assert metrics["epochs"] == 3 and metrics["resumed_from_epoch"] == 0
-    assert metrics["architecture"] == "1/4/1.1" and metrics["training_seconds"] > 0
+    base = storage.read_json(f"{repo}/optic-disc/1/metrics.json")
+    assert metrics["architecture"] == base["architecture"] == "1/4/1.1"  # the base's, not 2/8/1.5
+    assert metrics["config"]["model"] == base["config"]["model"]
+    assert metrics["trainable_params"] == base["trainable_params"] and metrics["training_seconds"] > 0
     assert set(metrics["test_metrics"]) == {"drishti-gs1", "rim-one-dl"}  # the old instrument is scored too
-    assert all(0.0 <= m["dice_mean"] <= 1.0 and m["n"] == 2 for m in metrics["test_metrics"].values())
+    published = published_scores(f"{repo}/optic-disc/2", tiny_datasets, tmp_path / "v2")
+    for name, recorded in metrics["test_metrics"].items():  # the figures are the published model's own
+        assert recorded["n"] == published[name]["n"] == 2
+        assert recorded["dice_mean"] == pytest.approx(published[name]["dice_mean"], abs=0.002), name
+        assert recorded["rrp"] == pytest.approx(published[name]["rrp"], abs=0.1), name
     assert metrics["accelerator"]["kind"] == "cpu" and metrics["global_batch"] == 4
     assert not storage.list_dir(f"{repo}/.checkpoints/optic-disc")  # removed once published
 
