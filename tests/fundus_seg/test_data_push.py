@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fundus_seg import data_cli, storage
+from fundus_seg.errors import StorageError
 from fundus_seg.paths import SHARED_DATA
 from preprocessing.errors import DatasetError
 
@@ -76,7 +77,7 @@ def test_push_uploads_manifest_referenced_files_and_notes(s3_bucket: str, tmp_pa
 
 def test_push_to_a_missing_bucket_is_a_clear_error(s3_bucket: str, tmp_path: Path) -> None:
     write_dataset(tmp_path / "tiny")
-    with pytest.raises(storage.StorageError, match="NoSuchBucket"):
+    with pytest.raises(StorageError, match="NoSuchBucket"):
         run_cli("data", "push", str(tmp_path / "tiny"), s3_bucket + "-missing/tiny", "--no-progress")
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fundus_seg import storage
-from preprocessing.errors import ModelRepositoryError
+from fundus_seg import model_repository, storage
+from fundus_seg.errors import StorageError
+from fundus_seg.errors import ModelRepositoryError
 
 MODEL = "optic-disc"
 
@@ -32,7 +33,7 @@ def make_saved_model(parent: Path, tag: str, shards: int = 3, shard_bytes: int =
 
 
 def read_version(repo: str, version: int) -> dict[str, bytes]:
-    uri = storage.version_uri(repo, MODEL, version)
+    uri = model_repository.version_uri(repo, MODEL, version)
     names = ["saved_model.pb", "fingerprint.pb", "variables/variables.index"]
     files = {n: storage.read_bytes(storage.join(uri, n)) for n in names}
     shards = storage.list_dir(storage.join(uri, "variables"))
@@ -106,7 +107,7 @@ def test_download_refuses_keys_that_leave_the_folder(s3_bucket: str, tmp_path: P
     client.put_object(Bucket=bucket, Key=f"{prefix}/manifest.csv", Body=b"fine")
     client.put_object(Bucket=bucket, Key=key, Body=b"escaped")  # raw: join() would tidy the slashes
     cache = tmp_path / "cache" / "datasets"
-    with pytest.raises(storage.StorageError, match=re.escape(repr(f"s3://{bucket}/{key}"))):
+    with pytest.raises(StorageError, match=re.escape(repr(f"s3://{bucket}/{key}"))):
         storage.download_dir(f"s3://{bucket}/{prefix}", cache / "evil")
     assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []  # nothing written, inside or out
 
@@ -129,28 +130,28 @@ def test_list_versions_ignores_partial_versions(root: str, tmp_path: Path) -> No
         storage.upload_dir(tmp_path / "m", storage.join(repo, MODEL, name), progress=False)
     storage.write_bytes(storage.join(repo, MODEL, "2", "variables", "variables.index"), b"half")  # no pb
     storage.write_bytes(storage.join(repo, MODEL, "README.md"), b"a file, not a version")
-    assert storage.list_versions(repo, MODEL) == [1, 3]
-    assert storage.latest_version(repo, MODEL) == 3
-    assert storage.next_version(repo, MODEL) == 4
-    assert storage.list_versions(repo, "other") == [] and storage.latest_version(repo, "other") is None
-    assert storage.next_version(repo, "other") == 1
+    assert model_repository.list_versions(repo, MODEL) == [1, 3]
+    assert model_repository.latest_version(repo, MODEL) == 3
+    assert model_repository.next_version(repo, MODEL) == 4
+    assert model_repository.list_versions(repo, "other") == [] and model_repository.latest_version(repo, "other") is None
+    assert model_repository.next_version(repo, "other") == 1
 
 
 def test_publish_numbers_versions_and_never_overwrites(root: str, tmp_path: Path) -> None:
     a, b = make_saved_model(tmp_path, "a"), make_saved_model(tmp_path, "b")
     repo = storage.join(root, "models")
-    assert storage.publish_version(tmp_path / "a", repo, MODEL) == 1
-    assert storage.publish_version(tmp_path / "b", repo, MODEL, version=7) == 7
+    assert model_repository.publish_version(tmp_path / "a", repo, MODEL) == 1
+    assert model_repository.publish_version(tmp_path / "b", repo, MODEL, version=7) == 7
     with pytest.raises(ModelRepositoryError, match="already exists"):
-        storage.publish_version(tmp_path / "a", repo, MODEL, version=7)
-    assert storage.publish_version(tmp_path / "a", repo, MODEL) == 8
-    assert storage.list_versions(repo, MODEL) == [1, 7, 8]
+        model_repository.publish_version(tmp_path / "a", repo, MODEL, version=7)
+    assert model_repository.publish_version(tmp_path / "a", repo, MODEL) == 8
+    assert model_repository.list_versions(repo, MODEL) == [1, 7, 8]
     assert read_version(repo, 7) == {k: v for k, v in b.items() if k != "metrics.json"}
     assert read_version(repo, 1) == read_version(repo, 8) == {k: v for k, v in a.items() if k != "metrics.json"}
-    assert storage.read_json(storage.join(storage.version_uri(repo, MODEL, 7), "metrics.json"))["tag"] == "b"
+    assert storage.read_json(storage.join(model_repository.version_uri(repo, MODEL, 7), "metrics.json"))["tag"] == "b"
     assert not any(n.startswith(".tmp-") for n in storage.list_dir(storage.join(repo, MODEL)))
     with pytest.raises(ModelRepositoryError, match="not a SavedModel"):
-        storage.publish_version(tmp_path, repo, MODEL)
+        model_repository.publish_version(tmp_path, repo, MODEL)
 
 
 def test_publish_refuses_a_version_holding_unclaimed_files(s3_bucket: str, tmp_path: Path) -> None:
@@ -159,26 +160,26 @@ def test_publish_refuses_a_version_holding_unclaimed_files(s3_bucket: str, tmp_p
     repo = storage.join(s3_bucket, "models")
     storage.write_bytes(storage.join(repo, MODEL, "5", "variables", "variables.index"), b"foreign")
     with pytest.raises(ModelRepositoryError):
-        storage.publish_version(tmp_path / "a", repo, MODEL, version=5)
+        model_repository.publish_version(tmp_path / "a", repo, MODEL, version=5)
     assert storage.read_bytes(storage.join(repo, MODEL, "5", "variables", "variables.index")) == b"foreign"
-    assert storage.publish_version(tmp_path / "a", repo, MODEL) == 6
+    assert model_repository.publish_version(tmp_path / "a", repo, MODEL) == 6
 
 
 def test_run_id_publishes_once(root: str, tmp_path: Path) -> None:
     make_saved_model(tmp_path, "a")
     make_saved_model(tmp_path, "b")
     repo = storage.join(root, "models")
-    assert storage.publish_version(tmp_path / "a", repo, MODEL, run_id="run-1") == 1
-    assert storage.publish_version(tmp_path / "a", repo, MODEL, run_id="run-1") == 1  # rerun of the Job
-    assert storage.publish_version(tmp_path / "b", repo, MODEL, run_id="run-2") == 2
-    assert storage.publish_version(tmp_path / "a", repo, MODEL) == 3  # no run id: always a new version
-    assert storage.list_versions(repo, MODEL) == [1, 2, 3]
-    metrics = storage.read_json(storage.join(storage.version_uri(repo, MODEL, 2), "metrics.json"))
+    assert model_repository.publish_version(tmp_path / "a", repo, MODEL, run_id="run-1") == 1
+    assert model_repository.publish_version(tmp_path / "a", repo, MODEL, run_id="run-1") == 1  # rerun of the Job
+    assert model_repository.publish_version(tmp_path / "b", repo, MODEL, run_id="run-2") == 2
+    assert model_repository.publish_version(tmp_path / "a", repo, MODEL) == 3  # no run id: always a new version
+    assert model_repository.list_versions(repo, MODEL) == [1, 2, 3]
+    metrics = storage.read_json(storage.join(model_repository.version_uri(repo, MODEL, 2), "metrics.json"))
     assert metrics == {"dice": 0.9, "tag": "b", "run_id": "run-2"}
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["tag"] == "b"  # source untouched
     assert "run_id" not in json.loads((tmp_path / "b" / "metrics.json").read_text())
-    assert storage.version_for_run(repo, MODEL, "run-2") == 2
-    assert storage.version_for_run(repo, MODEL, "run-9") is None
+    assert model_repository.version_for_run(repo, MODEL, "run-2") == 2
+    assert model_repository.version_for_run(repo, MODEL, "run-9") is None
 
 
 class _Reader(threading.Thread):
@@ -193,7 +194,7 @@ class _Reader(threading.Thread):
         while not self.stop.is_set():
             model_dir = storage.join(self.repo, MODEL)
             # locally every numeric directory must be complete; on S3 only those list_versions admits
-            names = storage.list_dir(model_dir) if self.local else map(str, storage.list_versions(self.repo, MODEL))
+            names = storage.list_dir(model_dir) if self.local else map(str, model_repository.list_versions(self.repo, MODEL))
             for name in (n for n in names if n.isdecimal()):
                 try:
                     files = read_version(self.repo, int(name))
@@ -219,7 +220,7 @@ def test_publish_is_atomic_under_a_polling_reader(root: str, tmp_path: Path, pub
     def publish(batch: list[str]) -> None:
         start.wait()
         for tag in batch:
-            results[tag] = storage.publish_version(tmp_path / tag, repo, MODEL)
+            results[tag] = model_repository.publish_version(tmp_path / tag, repo, MODEL)
 
     threads = [threading.Thread(target=publish, args=(tags[i::publishers],)) for i in range(publishers)]
     reader.start()
@@ -233,10 +234,10 @@ def test_publish_is_atomic_under_a_polling_reader(root: str, tmp_path: Path, pub
     assert reader.problems == []
     assert reader.seen, "the reader never caught a version"
     assert sorted(results.values()) == list(range(1, len(tags) + 1))  # distinct versions, no gaps
-    assert storage.list_versions(repo, MODEL) == list(range(1, len(tags) + 1))
+    assert model_repository.list_versions(repo, MODEL) == list(range(1, len(tags) + 1))
     for tag, version in results.items():  # each version holds exactly its publisher's files
         assert read_version(repo, version) == {k: v for k, v in models[tag].items() if k != "metrics.json"}
-        assert storage.read_json(storage.join(storage.version_uri(repo, MODEL, version), "metrics.json"))["tag"] == tag
+        assert storage.read_json(storage.join(model_repository.version_uri(repo, MODEL, version), "metrics.json"))["tag"] == tag
 
 
 def test_conditional_write_fallback(s3_bucket: str, monkeypatch: pytest.MonkeyPatch,

@@ -53,15 +53,15 @@ def publish_version(saved_model_template) -> Callable[[Path, int], Path]:
 @pytest.fixture
 def start_stack(tmp_path) -> Callable[..., "object"]:
     """Start predictor + transformer processes on free ports; stopped after the test."""
-    from serving.stack import LocalStack, StackConfig
+    from serving.local_service import LocalService, LocalServiceConfig
 
     stacks = []
 
-    def start(repo: Path, **options) -> LocalStack:
-        config = StackConfig(model_repo=repo, http_port=0, grpc_port=0, predictor_grpc_port=0,
+    def start(repo: Path, **options) -> LocalService:
+        config = LocalServiceConfig(model_repo=repo, http_port=0, grpc_port=0, predictor_grpc_port=0,
                              predictor_rest_port=0, poll_seconds=0.2, log_dir=tmp_path / f"logs{len(stacks)}",
                              **options)
-        stack = LocalStack(config)
+        stack = LocalService(config)
         stacks.append(stack)
         return stack.start()
 

@@ -34,16 +34,16 @@ MAX_CONNECTIONS = 300
 def service(tmp_path_factory, saved_model_template):
     import shutil
 
-    from serving.stack import LocalStack, StackConfig
+    from serving.local_service import LocalService, LocalServiceConfig
 
     root = tmp_path_factory.mktemp("hostile")
     shutil.copytree(saved_model_template, root / "repo" / "optic-disc" / "1")
-    config = StackConfig(model_repo=root / "repo", http_port=0, grpc_port=0, predictor_grpc_port=0,
+    config = LocalServiceConfig(model_repo=root / "repo", http_port=0, grpc_port=0, predictor_grpc_port=0,
                          predictor_rest_port=0, poll_seconds=0.2, log_dir=root / "logs",
                          extra_transformer_args=["--header_timeout_s", str(HEADER_TIMEOUT_S),
                                                  "--body_timeout_s", "6",
                                                  "--max_connections", str(MAX_CONNECTIONS)])
-    with LocalStack(config) as stack:
+    with LocalService(config) as stack:
         assert stack.wait_ready(120), logs_of(stack)[-3000:]
         yield stack
 

@@ -10,7 +10,7 @@ import cv2
 import pytest
 
 from preprocessing.decode import decode_image
-from serving.stack import free_port, http_status
+from serving.local_service import free_port, http_status
 from tests.serving.helpers import eventually
 
 pytestmark = pytest.mark.slow

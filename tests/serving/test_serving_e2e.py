@@ -27,15 +27,15 @@ DICE_FLOOR_8 = 0.92
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, saved_model_template):
-    from serving.stack import LocalStack, StackConfig
+    from serving.local_service import LocalService, LocalServiceConfig
 
     root = tmp_path_factory.mktemp("e2e")
     (root / "repo" / "optic-disc").mkdir(parents=True)
     shutil.copytree(bundled_version() or saved_model_template, root / "repo" / "optic-disc" / "1")
-    config = StackConfig(model_repo=root / "repo", http_port=0, grpc_port=0, predictor_grpc_port=0,
+    config = LocalServiceConfig(model_repo=root / "repo", http_port=0, grpc_port=0, predictor_grpc_port=0,
                          predictor_rest_port=0, poll_seconds=0.2, log_dir=root / "logs",
                          extra_transformer_args=["--max_request_bytes", str(MAX_REQUEST)])
-    with LocalStack(config) as stack:
+    with LocalService(config) as stack:
         assert stack.wait_ready(120), logs_of(stack)[-3000:]
         yield stack
 

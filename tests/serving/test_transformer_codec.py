@@ -8,7 +8,7 @@ import pytest
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest
 
-from serving.transformer.codec import (RAW, V1, V2_GRPC, V2_REST, ImageBatch, Segmentation, decode_request,
+from serving.transformer.codec import (RAW, V1, V2_GRPC, V2_REST, ImageBatch, ImageAnswer, decode_request,
                                        encode_response)
 
 PNG = b"\x89PNG\r\n\x1a\n not really"
@@ -68,7 +68,7 @@ def test_bad_v2_requests(request_, message):
         decode_request(request_(), max_images=4)
 
 
-RESULTS = [Segmentation(PNG, {"area_px": 10}, {"total": 1.0}), Segmentation(PNG, {"area_px": 0}, {"total": 2.0})]
+RESULTS = [ImageAnswer(PNG, {"area_px": 10}, {"total": 1.0}), ImageAnswer(PNG, {"area_px": 0}, {"total": 2.0})]
 
 
 def test_v1_response():

@@ -14,7 +14,7 @@ from preprocessing.decode import decode_image
 from preprocessing.pipeline import finish, prepare
 from serving.transformer.config import TransformerConfig
 from serving.transformer.model import VERSION_HEADER, FundusTransformer, UnknownVersion
-from serving.transformer.predictor_client import PredictorError, PredictorUnavailable, PredictResult, VersionNotFound
+from serving.transformer.predictor_client import PredictorCallError, PredictorUnavailable, PredictResult, VersionNotFound
 from tests.serving.helpers import FakePredictor, disc_probability
 
 
@@ -80,7 +80,7 @@ def test_requested_version_and_its_absence(image_bytes):
 @pytest.mark.parametrize("error, expected", [
     (VersionNotFound("nothing loaded"), ModelNotReady),
     (PredictorUnavailable("unreachable"), ModelNotReady),
-    (PredictorError("boom"), InferenceError),
+    (PredictorCallError("boom"), InferenceError),
 ])
 def test_predictor_failures_map_to_kserve_errors(image_bytes, error, expected):
     model, _ = make(errors=[error])

@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from fundus_seg import data_cli, storage
+from fundus_seg import data_cli, model_repository, storage
 from preprocessing.datasets import Samples
-from preprocessing.errors import ModelRepositoryError
+from fundus_seg.errors import ModelRepositoryError
 from training_job.__main__ import main
 from training_job.config import RunConfig
 from training_job.job import resolve_base
@@ -43,6 +43,9 @@ def test_base_version_must_exist(tmp_path):
         resolve_base(run, "latest")
     (tmp_path / "optic-disc" / "1").mkdir(parents=True)
     (tmp_path / "optic-disc" / "1" / "saved_model.pb").write_bytes(b"x")
+    with pytest.raises(ModelRepositoryError, match="no model card"):
+        resolve_base(run, "latest")  # nothing says which architecture and preprocessing it has
+    (tmp_path / "optic-disc" / "1" / "metrics.json").write_text("{}")
     assert resolve_base(run, "latest").version == 1
     with pytest.raises(ModelRepositoryError, match=r"no version 7 \(published: 1\)"):
         resolve_base(run, 7)
@@ -86,7 +89,7 @@ def test_full_then_incremental_from_s3_publishes_versions_1_and_2(s3_bucket, tin
                                 "--depth", "2", "--width", "8", "--ir", "1.5")
     assert code == 0, err
     assert result["version"] == 2 and result["base_version"] == 1
-    assert storage.list_versions(repo, "optic-disc") == [1, 2]
+    assert model_repository.list_versions(repo, "optic-disc") == [1, 2]
 
     metrics = storage.read_json(f"{repo}/optic-disc/2/metrics.json")
     assert metrics["mode"] == "incremental" and metrics["base_version"] == 1 and metrics["run_id"] == "incremental-1"
@@ -109,5 +112,5 @@ def test_full_then_incremental_from_s3_publishes_versions_1_and_2(s3_bucket, tin
     # A rerun of a published run id publishes nothing and trains nothing.
     code, result, err = run_job(capsys, "--mode", "incremental", "--data", rim_one, "--run-id", "incremental-1", *common)
     assert code == 0 and result["version"] == 2 and result["published"] is False
-    assert storage.list_versions(repo, "optic-disc") == [1, 2]
+    assert model_repository.list_versions(repo, "optic-disc") == [1, 2]
     assert "epoch 1/" not in err

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from fundus_seg.model_card import CARD_OUTPUT, CARD_SIGNATURE, ModelCard, ModelCardError
+from fundus_seg.model_card import ModelCard, ModelCardError
+from fundus_seg.model_repository import CARD_OUTPUT, CARD_SIGNATURE
 from fundus_seg.paths import BUNDLED_MODEL_REPO
 from preprocessing.transform import PreprocessConfig
 from training_job.config import UNetConfig

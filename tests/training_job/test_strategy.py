@@ -50,7 +50,7 @@ MIRRORED_RUN = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from training_job.config import JobOptions, RunConfig, TrainConfig
-    from training_job.evaluate import load_predictor
+    from fundus_seg.model_repository import load_version
     from training_job.job import run_training
     from training_job.strategy import Accelerator
     from training_job.unet import UNetConfig
@@ -61,7 +61,7 @@ MIRRORED_RUN = textwrap.dedent("""
     run = RunConfig(data=(data,), model_repo=repo, model=UNetConfig(depth=1, width=4),
                     train=TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, jit_compile=False))
     version, metrics = run_training(run, JobOptions(run_id="mirrored-1"), accelerator=mirrored)
-    probability = load_predictor(f"{repo}/optic-disc/{version}")(np.zeros((1, 128, 128, 3), np.float32))
+    probability = load_version(f"{repo}/optic-disc/{version}").predict(np.zeros((1, 128, 128, 3), np.float32))
     print(json.dumps({"version": version, "global_batch": metrics["global_batch"],
                       "accelerator": metrics["accelerator"], "shape": list(probability.shape)}))
 """)

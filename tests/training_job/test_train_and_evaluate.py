@@ -5,13 +5,13 @@ import threading
 import numpy as np
 import pytest
 
-from fundus_seg import storage
+from fundus_seg import model_repository
 from fundus_seg.cli import main
 from preprocessing.datasets import load_split
-from preprocessing.errors import ModelRepositoryError
+from fundus_seg.errors import ModelRepositoryError
 from preprocessing.metrics import dice
-from training_job.cli import resolve_version_dir
 from tests.helpers import DRISHTI
+from training_job.cli import resolve_version_dir
 
 
 def mean_mask_baseline_dice() -> float:
@@ -44,7 +44,6 @@ def test_short_real_training_beats_baseline_and_publishes_a_complete_version(tmp
 
 def test_atomic_publish_is_never_seen_partial(tmp_path):
     """A reader polling the repository sees no version, or a complete one, never a half-written one."""
-    import keras
 
     from training_job.export import save_serving_model
     from training_job.unet import UNetConfig, build_unet
@@ -64,7 +63,7 @@ def test_atomic_publish_is_never_seen_partial(tmp_path):
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        versions = [storage.publish_version(source, str(repo), "optic-disc") for _ in range(5)]
+        versions = [model_repository.publish_version(source, str(repo), "optic-disc") for _ in range(5)]
     finally:
         stop.set()
         thread.join()
