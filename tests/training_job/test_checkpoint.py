@@ -219,3 +219,48 @@ def test_a_job_whose_newest_checkpoint_is_torn_resumes_from_the_previous_one(tin
     assert result["version"] == 1 and result["resumed_from_epoch"] == 2
     assert "resuming from the previous checkpoint, epoch 2" in caplog.text
     assert storage.list_versions(str(repo), "optic-disc") == [1]
+
+
+@pytest.mark.slow
+def test_a_killed_incremental_job_resumes_from_its_base_version_and_reports_the_total_training_time(
+        tiny_datasets, tmp_path, capsys, monkeypatch):
+    """metrics.json's training_seconds sums every attempt, and the base version stays the one the run
+    started from even when a newer version is published before the restart ("latest" moved)."""
+    repo, checkpoints = tmp_path / "models", tmp_path / "checkpoints"
+    data = str(tiny_datasets["drishti-gs1"])
+    common = ["--data", data, "--model-repo", str(repo), *TINY]
+    assert main([*common, "--epochs", "1", "--run-id", "base-1"]) == 0  # version 1: the base
+    capsys.readouterr()
+    argv = [*common, "--mode", "incremental", "--base-version", "latest", "--epochs", "12", "--run-id", "incr-1",
+            "--checkpoint-dir", str(checkpoints), "--force"]
+    store = str(checkpoints / "incr-1")
+
+    # 1. The pod is killed once its first epoch is in the store.
+    pod = subprocess.Popen([sys.executable, "-m", "training_job", *argv], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: checkpoint_epoch(store) >= 1 or pod.poll() is not None, 240, "the first checkpoint")
+    finally:
+        pod.kill()
+        _, err = pod.communicate()
+    state = storage.read_json(f"{store}/state.json")
+    killed_at, seconds_before = state["epoch"], state["training_seconds"]
+    assert 1 <= killed_at < 12 and state["base_version"] == 1, err
+    assert seconds_before >= 0.2  # well above the rounding below, so a lost attempt shows
+
+    # 2. Meanwhile another version is published: "latest" is now 2.
+    assert main([*common, "--epochs", "1", "--run-id", "other-2", "--force"]) == 0
+    capsys.readouterr()
+
+    # 3. The next pod resumes; how long it trains is measured where the job gets it from.
+    attempts = []
+    real_train = job.train
+    monkeypatch.setattr(job, "train", lambda *a, **k: attempts.append(real_train(*a, **k)) or attempts[-1])
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["version"], result["base_version"], result["resumed_from_epoch"]) == (3, 1, killed_at)
+    metrics = storage.read_json(str(repo / "optic-disc" / "3" / "metrics.json"))
+    assert metrics["base_version"] == 1 and metrics["mode"] == "incremental" and metrics["epochs"] == 12
+    [resumed] = attempts
+    assert metrics["training_seconds"] == pytest.approx(seconds_before + resumed.seconds, abs=0.051)
+    assert metrics["training_images_seen"] == 12 * 2 * 4  # the whole run's, not the last attempt's
