@@ -64,3 +64,20 @@ def test_the_bundled_models_rows_in_results_md_are_what_the_report_prints():
                                                          if line.startswith("| bundle |")))]
     for row in bundle_rows:
         assert row in documented, row
+
+
+def test_results_md_counts_the_images_the_bundled_models_lineage_saw():
+    """The bundled version's own training_images_seen, plus its base's (the first step's row)."""
+    import re
+
+    bundled = json.loads((BUNDLED_MODEL_REPO / "optic-disc" / "1" / "metrics.json").read_text())
+    results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()
+    budgets = {}
+    for row in rows("\n\n" + "\n".join(line for line in results.splitlines() if line.startswith("| bundle |"))):
+        epochs, steps, batch = map(int, row[4].split(",")[0].split("x"))
+        budgets[row[3].endswith(f"(from v{bundled['base_version']})")] = epochs * steps * batch
+    assert budgets[True] == bundled["training_images_seen"] == 16_000  # the second step is the bundled version
+    total = budgets[False] + budgets[True]
+    assert f"({total:,} images" in results
+    paper = 15 * 100 * 96  # the paper's recipe, as RESULTS.md quotes it
+    assert f"{paper:,} images" in results and f"{round(100 * total / paper)}% of the paper's recipe" in results
