@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from preprocessing.transform import PreprocessConfig
 
 if TYPE_CHECKING:
-    from training_job.config import UNetConfig
+    from training_job.config import TrainConfig, UNetConfig
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -31,27 +31,34 @@ class ModelCardError(ValueError):
 
 @dataclass(frozen=True)
 class Scores:
-    """One dataset's test-split figures at the original resolution (and, when recorded, at 128 px)."""
+    """One dataset's test-split figures at the original resolution (and, when recorded, at 128 px).
+    A figure that was not recorded, or not as a number, is None: the gates treat it as missing."""
 
-    n: int
-    dice_mean: float
-    dice_std: float = math.nan
-    dice_min: float = math.nan
-    dice_max: float = math.nan
-    rrp: float = math.nan
+    n: int | None = None
+    dice_mean: float | None = None
+    dice_std: float | None = None
+    dice_min: float | None = None
+    dice_max: float | None = None
+    rrp: float | None = None
     at_128: Scores | None = None
 
     @classmethod
-    def from_dict(cls, document: dict) -> Scores:
-        known = {f.name for f in dataclasses.fields(cls)} - {"at_128"}
-        values = {k: _number(document[k], k) for k in known if document.get(k) is not None}
-        if "n" not in values or "dice_mean" not in values:
-            raise ModelCardError("test metrics need at least 'n' and 'dice_mean'")
+    def from_dict(cls, document: Any) -> Scores:
+        if not isinstance(document, dict):
+            return cls()
+        values = {f.name: _maybe_number(document.get(f.name)) for f in dataclasses.fields(cls) if f.name != "at_128"}
+        values["n"] = None if values["n"] is None else int(values["n"])
         at_128 = document.get("at_128")
-        return cls(**{**values, "n": int(values["n"])}, at_128=cls.from_dict(at_128) if isinstance(at_128, dict) else None)
+        return cls(**values, at_128=cls.from_dict(at_128) if isinstance(at_128, dict) else None)
+
+    def value(self, metric: str) -> float | None:
+        """A gated figure, None when missing or NaN."""
+        number = getattr(self, metric)
+        return None if number is None or math.isnan(number) else number
 
     def to_dict(self) -> dict:
-        document = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "at_128"}
+        document = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                    if f.name != "at_128" and getattr(self, f.name) is not None}
         if self.at_128 is not None:
             document["at_128"] = self.at_128.to_dict()
         return document
@@ -69,6 +76,10 @@ class ModelCard:
     data: tuple[str, ...] = ()
     seen_data: tuple[str, ...] = ()
     training_seconds: float | None = None
+    train: TrainConfig | None = None  # epochs, steps, batch, learning rate ... (None: not recorded)
+    trainable_params: int | None = None
+    replay_fraction: float = 0.0  # incremental runs: the share of each batch from earlier datasets
+    replay_data: tuple[str, ...] = ()
     forced: bool = False
     test_metrics: dict[str, Scores] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -80,18 +91,18 @@ class ModelCard:
     def from_dict(cls, document: Any) -> ModelCard:
         if not isinstance(document, dict):
             raise ModelCardError(f"a model card is a JSON object, got {type(document).__name__}")
-        from training_job.config import (
-            UNetConfig,  # here: training_job.config imports the rollout gate, which reads cards
-        )
+        # here, not at the top: training_job.config imports the rollout gate, which reads cards
+        from training_job.config import TrainConfig, UNetConfig
 
         config = document.get("config") if isinstance(document.get("config"), dict) else {}
         try:
             architecture = UNetConfig(**_known(UNetConfig, config.get("model") or {}))
             preprocess = PreprocessConfig(**_known(PreprocessConfig, config.get("preprocess") or {}))
-            metrics = {str(name): Scores.from_dict(scores)
-                       for name, scores in (document.get("test_metrics") or {}).items() if isinstance(scores, dict)}
+            metrics = {str(name): Scores.from_dict(scores) for name, scores in (document.get("test_metrics") or {}).items()}
             base = document.get("base_version")
             seconds = document.get("training_seconds")
+            replay = document.get("replay") if isinstance(document.get("replay"), dict) else {}
+            params = document.get("trainable_params")
             card = cls(
                 model_name=str(document.get("model_name") or "optic-disc"),
                 architecture=architecture,
@@ -103,6 +114,10 @@ class ModelCard:
                 data=tuple(map(str, document.get("data") or ())),
                 seen_data=tuple(map(str, document.get("seen_data") or document.get("data") or ())),
                 training_seconds=None if seconds is None else _number(seconds, "training_seconds"),
+                train=TrainConfig(**_known(TrainConfig, config["train"])) if isinstance(config.get("train"), dict) else None,
+                trainable_params=None if params is None else int(params),
+                replay_fraction=_number(replay.get("fraction", 0.0), "replay.fraction"),
+                replay_data=tuple(map(str, replay.get("data") or ())),
                 forced=bool(document.get("forced", False)),
                 test_metrics=metrics,
                 extra={k: v for k, v in document.items() if k not in _OWN_KEYS},
@@ -126,6 +141,8 @@ class ModelCard:
         config = dict(self.extra.get("config") or {})
         config["model"] = dataclasses.asdict(self.architecture)
         config["preprocess"] = dataclasses.asdict(self.preprocess)
+        if self.train is not None:
+            config["train"] = dataclasses.asdict(self.train)
         return {
             **self.extra,
             "model_name": self.model_name,
@@ -137,6 +154,9 @@ class ModelCard:
             "data": list(self.data),
             "seen_data": list(self.seen_data),
             "training_seconds": self.training_seconds,
+            **({"trainable_params": self.trainable_params} if self.trainable_params is not None else {}),
+            **({"replay": {**(self.extra.get("replay") or {}), "fraction": self.replay_fraction,
+                           "data": list(self.replay_data)}} if self.replay_fraction else {}),
             **({"forced": True} if self.forced else {}),
             "config": config,
             "test_metrics": {name: scores.to_dict() for name, scores in self.test_metrics.items()},
@@ -147,12 +167,16 @@ class ModelCard:
 
 
 _OWN_KEYS = {"model_name", "architecture", "threshold", "mode", "base_version", "run_id", "data", "seen_data",
-             "training_seconds", "forced", "test_metrics"}
+             "training_seconds", "trainable_params", "forced", "test_metrics"}
 
 
 def _known(kind: type, values: dict) -> dict:
     names = {f.name for f in dataclasses.fields(kind)}
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
+
+
+def _maybe_number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _number(value: Any, name: str) -> float:

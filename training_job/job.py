@@ -146,11 +146,11 @@ def publish_gate(run: RunConfig, options: JobOptions, metrics: dict) -> GateResu
     if latest is None:
         return None
     try:
-        document = model_repository.read_card(run.model_repo, run.model_name, latest).to_dict()
+        card = model_repository.read_card(run.model_repo, run.model_name, latest)
     except ModelRepositoryError as exc:
         log.warning("%s; publishing without comparing with version %d", exc, latest)
         return None
-    return compare_metrics(document, metrics, options.tolerance, model_name=run.model_name, serving_version=latest,
+    return compare_metrics(card, ModelCard.from_dict(metrics), options.tolerance, model_name=run.model_name, serving_version=latest,
                            shared_only=True, baseline="latest")
 
 

@@ -8,11 +8,11 @@ so is a baseline value that is missing or NaN (there is nothing to compare with)
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fundus_seg.model_card import ModelCard, Scores
 from serving.rollout.errors import RolloutError
 
 DEFAULT_TOLERANCE = 0.01
@@ -79,22 +79,15 @@ class GateResult:
         return "\n".join(lines)
 
 
-def _metric(test_metrics: dict, dataset: str, metric: str) -> float | None:
+def _metric(test_metrics: dict[str, Scores], dataset: str, metric: str) -> float | None:
     scores = test_metrics.get(dataset)
-    value = scores.get(metric) if isinstance(scores, dict) else None
-    if value is None:
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
+    return None if scores is None else scores.value(metric)
 
 
-def compare_metrics(serving: dict, candidate: dict, tolerance: float, *, model_name: str = "",
+def compare_metrics(serving: ModelCard, candidate: ModelCard, tolerance: float, *, model_name: str = "",
                     serving_version: int = 0, candidate_version: int = 0, shared_only: bool = False,
                     baseline: str = "serving") -> GateResult:
-    """Gate two metrics.json documents: every (dataset, metric) the serving version has.
+    """Gate two versions' cards: every (dataset, metric) the serving version has.
 
     The one definition of "regression beyond tolerance", for rollouts and for publishing. With
     ``shared_only`` only the datasets both documents scored count (publishing: a run scored on
@@ -102,7 +95,7 @@ def compare_metrics(serving: dict, candidate: dict, tolerance: float, *, model_n
     """
     if tolerance < 0:
         raise RolloutError(f"--tolerance must be >= 0, got {tolerance}")
-    old_all, new_all = serving.get("test_metrics") or {}, candidate.get("test_metrics") or {}
+    old_all, new_all = serving.test_metrics, candidate.test_metrics
     datasets = sorted(set(old_all) & set(new_all) if shared_only else old_all)
     regressions, rows = [], []
     for dataset in datasets:
@@ -112,7 +105,7 @@ def compare_metrics(serving: dict, candidate: dict, tolerance: float, *, model_n
             allowed = tolerance * METRIC_SCALE[metric]
             if old is None or new is None or new < old - allowed - 1e-12:
                 regressions.append(Regression(dataset, metric, old, new, allowed, baseline))
-    return GateResult(model_name or str(candidate.get("model_name", "")), serving_version, candidate_version,
+    return GateResult(model_name or candidate.model_name, serving_version, candidate_version,
                       tolerance, tuple(regressions), tuple(datasets), tuple(rows), baseline)
 
 
@@ -122,16 +115,14 @@ def check_gate(model_repo: str, model_name: str, serving: int, candidate: int, t
     from fundus_seg import model_repository, storage
 
     read_json = read_json or storage.read_json
-    documents = {}
+    documents: dict[str, ModelCard] = {}
     for role, version in (("serving", serving), ("candidate", candidate)):
         uri = storage.join(model_repository.version_uri(model_repo, model_name, version), model_repository.CARD_FILE)
         try:
-            documents[role] = read_json(uri)
-        except Exception as exc:  # missing file, bad JSON, StorageError, botocore errors ...
+            documents[role] = ModelCard.from_dict(read_json(uri))
+        except Exception as exc:  # missing file, bad JSON or card, StorageError, botocore errors ...
             raise RolloutError(f"cannot read the {role} version's metrics {uri}: {exc}") from None
-        if not isinstance(documents[role], dict):
-            raise RolloutError(f"{uri} is not a JSON object")
-    if not (documents["serving"].get("test_metrics")):
+    if not documents["serving"].test_metrics:
         raise RolloutError(f"the serving version {serving} has no test_metrics to compare with "
                            "(use --force to roll out without the gate)")
     return compare_metrics(documents["serving"], documents["candidate"], tolerance, model_name=model_name,

@@ -13,6 +13,7 @@ import yaml
 from serving.rollout import cli as rollout_cli
 from serving.rollout import moves
 from serving.rollout.errors import RolloutError
+from fundus_seg.model_card import ModelCard
 from serving.rollout.gate import GateFailed, check_gate, compare_metrics
 from serving.rollout.kserve import KServeTarget
 from serving.rollout.local import LocalTarget
@@ -22,6 +23,10 @@ from tests.serving.test_rollout_fakeapi import kube_api, kube_api_client  # noqa
 REPO = Path(__file__).resolve().parents[2]
 NS = "fundus"
 ISVC = "inferenceservices"
+
+
+def card(version, **datasets) -> ModelCard:
+    return ModelCard.from_dict(metrics(version, **datasets))
 
 
 def metrics(version, **datasets):
@@ -56,7 +61,7 @@ def repo(tmp_path) -> Path:
 
 
 def test_gate_passes_within_tolerance():
-    gate = compare_metrics(metrics(2, **GOOD), metrics(3, **{"drishti-gs1": (0.941, 95.1), "rim-one-dl": (0.9, 90)}),
+    gate = compare_metrics(card(2, **GOOD), card(3, **{"drishti-gs1": (0.941, 95.1), "rim-one-dl": (0.9, 90)}),
                            0.01, serving_version=2, candidate_version=3)
     assert gate.passed and gate.compared == ("drishti-gs1", "rim-one-dl")
     assert "gate passed" in gate.summary()
@@ -68,7 +73,7 @@ def test_gate_passes_within_tolerance():
     ({"drishti-gs1": (0.95, 96.0)}, ("rim-one-dl", "dice_mean")),  # a dataset the candidate lacks
 ])
 def test_gate_reports_each_regression(candidate, bad):
-    gate = compare_metrics(metrics(2, **GOOD), metrics(3, **candidate), 0.01, serving_version=2, candidate_version=3)
+    gate = compare_metrics(card(2, **GOOD), card(3, **candidate), 0.01, serving_version=2, candidate_version=3)
     assert not gate.passed
     assert (gate.regressions[0].dataset, gate.regressions[0].metric) == bad
     assert bad[0] in gate.summary() and "FAILED" in gate.summary()
@@ -76,7 +81,7 @@ def test_gate_reports_each_regression(candidate, bad):
 
 def test_gate_ignores_datasets_only_the_candidate_has():
     candidate = metrics(3, **GOOD, **{"refuge": (0.5, 10.0)})
-    assert compare_metrics(metrics(2, **GOOD), candidate, 0.0).passed
+    assert compare_metrics(card(2, **GOOD), ModelCard.from_dict(candidate), 0.0).passed
 
 
 @pytest.mark.parametrize("scores", [{"n": 50, "dice_mean": float("nan"), "rrp": 96.0}, {"n": 50, "rrp": 96.0},
@@ -85,7 +90,7 @@ def test_gate_ignores_datasets_only_the_candidate_has():
 def test_gate_refuses_a_serving_version_without_usable_metrics(scores):
     serving = metrics(2, **GOOD)
     serving["test_metrics"]["drishti-gs1"] = scores
-    gate = compare_metrics(serving, metrics(3, **GOOD), 0.01, serving_version=2, candidate_version=3)
+    gate = compare_metrics(ModelCard.from_dict(serving), card(3, **GOOD), 0.01, serving_version=2, candidate_version=3)
     assert not gate.passed and "FAILED" in gate.summary()
     assert "the serving version has no usable metrics for dataset drishti-gs1" in gate.summary()
 

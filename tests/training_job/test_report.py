@@ -18,7 +18,8 @@ def metrics(dice: float, *, mode: str = "full", base: int | None = None, replay:
               "at_128": {"dice_mean": dice - 0.001}}
     return {"architecture": "6/16/1.4", "trainable_params": 932437, "mode": mode, "base_version": base,
             "data": list(data), "replay": replay, "training_seconds": 402.0,
-            "config": {"train": {"epochs": 6, "steps_per_epoch": 25, "batch_size": 32}},
+            "config": {"model": {"depth": 6, "width": 16, "increment_ratio": 1.4},
+                       "train": {"epochs": 6, "steps_per_epoch": 25, "batch_size": 32}},
             "test_metrics": {"rim-one-dl": {**scores, "dice_mean": dice - 0.5}, "drishti-gs1": scores}}
 
 
