@@ -24,14 +24,22 @@ def mean_mask_baseline_dice() -> float:
 
 @pytest.mark.slow
 def test_short_real_training_beats_baseline_and_publishes_a_complete_version(tmp_path, capsys):
+    import time
+
+    from training_job.unet import UNetConfig, build_unet, trainable_params
+
     repo = tmp_path / "models"
+    started = time.monotonic()
     code = main(["train", "--data", str(DRISHTI), "--out", str(repo), "--depth", "4", "--width", "8", "--ir", "1.5",
                  "--epochs", "4", "--steps-per-epoch", "20", "--batch-size", "16", "--lr", "0.003", "--seed", "1", "--no-jit-compile"])
+    wall = time.monotonic() - started
     assert code == 0
     version_dir = repo / "optic-disc" / "1"
     assert (version_dir / "saved_model.pb").is_file() and (version_dir / "variables").is_dir()
     metrics = json.loads((version_dir / "metrics.json").read_text())
-    assert metrics["trainable_params"] > 0 and metrics["training_seconds"] > 0 and metrics["mode"] == "full"
+    assert metrics["trainable_params"] == trainable_params(build_unet(UNetConfig(depth=4, width=8, increment_ratio=1.5)))
+    assert 0 < metrics["training_seconds"] < wall and metrics["mode"] == "full"  # the loop only: no loading, scoring
+    assert metrics["training_images_seen"] == 4 * 20 * 16
     assert metrics["config"]["model"]["depth"] == 4
 
     assert main(["evaluate", "--model", str(repo / "optic-disc"), "--data", str(DRISHTI), "--split", "test", "--json"]) == 0
