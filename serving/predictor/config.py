@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from fundus_seg.errors import FundusSegError
+from fundus_seg.model_repository import SERVING_SIGNATURE as DEFAULT_SIGNATURE
 from fundus_seg.units import KiB, MiB
 
 
@@ -148,7 +149,7 @@ class SignatureContract:
     contract ends in state END with the reason, and the version it would replace keeps serving.
     """
 
-    name: str = "serving_default"
+    name: str = DEFAULT_SIGNATURE
     inputs: tuple[TensorContract, ...] = ()
     outputs: tuple[TensorContract, ...] = ()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fundus_seg.model_repository import SERVING_SIGNATURE as DEFAULT_SIGNATURE  # TF Serving's default too
 from fundus_seg.units import MiB
 from serving.predictor.config import SignatureContract, TensorContract
 from serving.predictor.errors import FailedPrecondition, InvalidArgument, PredictorError
@@ -19,7 +20,6 @@ from serving.predictor.tensors import dtype_name, numpy_dtype
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
 SERVING_TAG = "serve"
 
 
