@@ -13,10 +13,15 @@ import keras
 import numpy as np
 import pytest
 
-from fundus_seg import data_cli, storage
+from fundus_seg import data_cli, model_repository, storage
 from training_job import job
 from training_job.__main__ import main
-from training_job.checkpoints import CheckpointError, CheckpointState, CheckpointStore, EpochCheckpoint
+from training_job.checkpoints import (
+    CheckpointError,
+    CheckpointState,
+    CheckpointStore,
+    EpochCheckpoint,
+)
 from training_job.config import TrainConfig
 from training_job.train import compile_model
 from training_job.unet import UNetConfig, build_unet
@@ -157,7 +162,7 @@ def test_a_killed_then_terminated_job_resumes_and_publishes_once(s3_bucket, tiny
         _, err = job.communicate()
     killed_at = checkpoint_epoch(store)
     assert 1 <= killed_at < 16, err
-    assert storage.list_versions(repo, "optic-disc") == []
+    assert model_repository.list_versions(repo, "optic-disc") == []
 
     # 2. The next pod resumes there and is told to stop (SIGTERM: preemption) a little later.
     def terminate_after_one_more_epoch():
@@ -177,7 +182,7 @@ def test_a_killed_then_terminated_job_resumes_and_publishes_once(s3_bucket, tiny
     assert code == 143, err
     assert "stopped by SIGTERM after" in err and "rerun with --run-id retrain-7" in err
     assert f"resuming at epoch {killed_at + 1}/16" in err
-    assert killed_at < stopped_at < 16 and storage.list_versions(repo, "optic-disc") == []
+    assert killed_at < stopped_at < 16 and model_repository.list_versions(repo, "optic-disc") == []
 
     # 3. The third pod finishes from the last checkpoint and publishes exactly one version.
     assert main(argv) == 0
@@ -191,7 +196,7 @@ def test_a_killed_then_terminated_job_resumes_and_publishes_once(s3_bucket, tiny
     # 4. Kubernetes may still run it again: nothing new is published.
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["published"] is False
-    assert storage.list_versions(repo, "optic-disc") == [1]
+    assert model_repository.list_versions(repo, "optic-disc") == [1]
 
 
 @pytest.mark.slow
@@ -218,7 +223,7 @@ def test_a_job_whose_newest_checkpoint_is_torn_resumes_from_the_previous_one(tin
     result = json.loads(capsys.readouterr().out)
     assert result["version"] == 1 and result["resumed_from_epoch"] == 2
     assert "resuming from the previous checkpoint, epoch 2" in caplog.text
-    assert storage.list_versions(str(repo), "optic-disc") == [1]
+    assert model_repository.list_versions(str(repo), "optic-disc") == [1]
 
 
 @pytest.mark.slow
