@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from fundus_seg.paths import REPO_ROOT
 

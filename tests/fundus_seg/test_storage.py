@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from fundus_seg import model_repository, storage
-from fundus_seg.errors import StorageError
-from fundus_seg.errors import ModelRepositoryError
+from fundus_seg.errors import ModelRepositoryError, StorageError
 
 MODEL = "optic-disc"
 

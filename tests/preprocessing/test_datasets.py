@@ -1,9 +1,8 @@
-import shutil
 
 import numpy as np
 import pytest
 
-from preprocessing.datasets import Samples, load_split, mix, read_manifest, validate_dataset
+from preprocessing.datasets import load_split, mix, read_manifest, validate_dataset
 from preprocessing.errors import DatasetError
 from tests.helpers import DRISHTI, encode, synthetic_fundus
 

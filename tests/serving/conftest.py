@@ -5,13 +5,13 @@ import csv
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from fundus_seg.paths import DEFAULT_MODEL_NAME
-from tests.serving.helpers import DRISHTI, build_saved_model
+from tests.serving.helpers import DRISHTI, FakeKubeAPI, build_saved_model
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +51,7 @@ def publish_version(saved_model_template) -> Callable[[Path, int], Path]:
 
 
 @pytest.fixture
-def start_stack(tmp_path) -> Callable[..., "object"]:
+def start_stack(tmp_path) -> Callable[..., object]:
     """Start predictor + transformer processes on free ports; stopped after the test."""
     from serving.local_service import LocalService, LocalServiceConfig
 
@@ -68,3 +68,11 @@ def start_stack(tmp_path) -> Callable[..., "object"]:
     yield start
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture
+def kube_api():
+    """An HTTP fake of the Kubernetes API server on 127.0.0.1 (tests/serving/helpers.py)."""
+    fake = FakeKubeAPI().start()
+    yield fake
+    fake.stop()

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fundus_seg.model_card import ModelCard
 from serving.rollout import cli as rollout_cli
 from serving.rollout import moves
 from serving.rollout.errors import RolloutError
-from fundus_seg.model_card import ModelCard
 from serving.rollout.gate import GateFailed, check_gate, compare_metrics
 from serving.rollout.kserve import KServeTarget
 from serving.rollout.local import LocalTarget
 from serving.rollout.record import STABLE_LABEL, RecordError, RolloutRecord
-from tests.serving.test_rollout_fakeapi import kube_api, kube_api_client  # noqa: F401 (kube_api is a fixture)
+from tests.serving.helpers import kube_api_client
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "fundus"

@@ -8,8 +8,16 @@ import pytest
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest
 
-from serving.transformer.codec import (RAW, V1, V2_GRPC, V2_REST, ImageBatch, ImageAnswer, decode_request,
-                                       encode_response)
+from serving.transformer.codec import (
+    RAW,
+    V1,
+    V2_GRPC,
+    V2_REST,
+    ImageAnswer,
+    ImageBatch,
+    decode_request,
+    encode_response,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n not really"
 B64 = base64.b64encode(PNG).decode()

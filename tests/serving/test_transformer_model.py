@@ -14,7 +14,12 @@ from preprocessing.decode import decode_image
 from preprocessing.pipeline import finish, prepare
 from serving.transformer.config import TransformerConfig
 from serving.transformer.model import VERSION_HEADER, FundusTransformer, UnknownVersion
-from serving.transformer.predictor_client import PredictorCallError, PredictorUnavailable, PredictResult, VersionNotFound
+from serving.transformer.predictor_client import (
+    PredictorCallError,
+    PredictorUnavailable,
+    PredictResult,
+    VersionNotFound,
+)
 from tests.serving.helpers import FakePredictor, disc_probability
 
 

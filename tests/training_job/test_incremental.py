@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fundus_seg import data_cli, model_repository, storage
-from preprocessing.datasets import Samples
 from fundus_seg.errors import ModelRepositoryError
+from preprocessing.datasets import Samples
 from training_job.__main__ import main
 from training_job.config import RunConfig
 from training_job.job import resolve_base

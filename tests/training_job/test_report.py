@@ -69,7 +69,6 @@ def test_the_bundled_models_rows_in_results_md_are_what_the_report_prints():
 
 def test_results_md_counts_the_images_the_bundled_models_lineage_saw():
     """The bundled version's own training_images_seen, plus its base's (the first step's row)."""
-    import re
 
     bundled = json.loads((BUNDLED_MODEL_REPO / "optic-disc" / "1" / "metrics.json").read_text())
     results = (REPO_ROOT / "docs" / "RESULTS.md").read_text()

@@ -7,8 +7,8 @@ import pytest
 
 from fundus_seg import model_repository
 from fundus_seg.cli import main
-from preprocessing.datasets import load_split
 from fundus_seg.errors import ModelRepositoryError
+from preprocessing.datasets import load_split
 from preprocessing.metrics import dice
 from tests.helpers import DRISHTI
 from training_job.cli import resolve_version_dir

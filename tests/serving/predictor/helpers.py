@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import grpc
 import numpy as np
 
-from tests.serving.helpers import bundled_version, eventually as _eventually, http  # noqa: F401 (re-exported)
+from tests.serving.helpers import bundled_version, http  # noqa: F401 (re-exported)
+from tests.serving.helpers import eventually as _eventually
 
 SIZE = 8  # tiny spatial size for most tests; the contract test uses the real 128
 

@@ -15,9 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from serving.predictor.__main__ import build_parser, config_from_args
-from serving.predictor.config import (BatchingConfig, ConfigError, PredictorConfig, VersionPolicy,
-                                      read_model_config_file)
-
+from serving.predictor.config import BatchingConfig, ConfigError, PredictorConfig, VersionPolicy, read_model_config_file
 from tests.serving.predictor.helpers import images, rest
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

@@ -15,9 +15,22 @@ import pytest
 
 from serving.predictor.config import PredictorConfig, SignatureContract, TensorContract
 from serving.predictor.model_manager import ModelManager, ModelRef, State
-
-from tests.serving.predictor.helpers import (SIZE, bundled_version, config, eventually, fake_load, images, make_version,
-                                             predict_request, rest, run, served_version, settled, stubs, until)
+from tests.serving.predictor.helpers import (
+    SIZE,
+    bundled_version,
+    config,
+    eventually,
+    fake_load,
+    images,
+    make_version,
+    predict_request,
+    rest,
+    run,
+    served_version,
+    settled,
+    stubs,
+    until,
+)
 
 LATEST = ModelRef("optic-disc")
 PROJECT_CONTRACT = SignatureContract("serving_default",

@@ -9,8 +9,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.serving.predictor.helpers import (NOT_SERVED, UNKNOWN_LABEL, config, eventually, expected, images,
-                                             predict_request, rest, served_version, stubs)
+from tests.serving.predictor.helpers import (
+    NOT_SERVED,
+    UNKNOWN_LABEL,
+    config,
+    eventually,
+    expected,
+    images,
+    predict_request,
+    rest,
+    served_version,
+    stubs,
+)
 
 pytestmark = pytest.mark.slow
 
