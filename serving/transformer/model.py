@@ -210,21 +210,24 @@ class FundusTransformer(Model):
                     self._warned.add(target)
                     log.warning("version %s from the rollout split is not loaded; using the latest", target)
                 answer = await self.predictor.model_card(None)
-        except VersionNotFound as exc:
-            if requested is not None:
-                raise UnknownVersion(str(exc)) from None
-            raise ModelNotReady(self.name, str(exc)) from None
-        except PredictorUnavailable as exc:
-            raise ModelNotReady(self.name, str(exc)) from None
         except PredictorCallError as exc:
-            log.error("predictor call failed: %s", exc)
-            raise InferenceError(str(exc)) from None
+            raise self._kserve_error(exc, requested) from None
         if answer.version is None and target is None:  # a version without a card does not say who it is
             versions = await self.predictor.available_versions()
             answer = CardResult(answer.card, versions[-1] if versions else None)
         served = self._served_by(answer, target)
         self._resolved[target] = (time.monotonic(), served)
         return served
+
+    def _kserve_error(self, exc: PredictorCallError, requested: str | None) -> Exception:
+        """What the caller gets for a failed predictor call: 404 for a version they asked for,
+        503 for nothing loaded or an unreachable predictor, 500 otherwise."""
+        if isinstance(exc, VersionNotFound):
+            return UnknownVersion(str(exc)) if requested is not None else ModelNotReady(self.name, str(exc))
+        if isinstance(exc, PredictorUnavailable):
+            return ModelNotReady(self.name, str(exc))
+        log.error("predictor call failed: %s", exc)
+        return InferenceError(str(exc))
 
     def _served_by(self, answer: CardResult, target: str | None) -> Served:
         version = answer.version
@@ -288,15 +291,8 @@ class FundusTransformer(Model):
                     await self._prepare_all(work)
                 work.served = served
                 work.result = await self._predict(work)
-        except VersionNotFound as exc:
-            if work.batch.version is not None:
-                raise UnknownVersion(str(exc)) from None
-            raise ModelNotReady(self.name, str(exc)) from None
-        except PredictorUnavailable as exc:
-            raise ModelNotReady(self.name, str(exc)) from None
         except PredictorCallError as exc:
-            log.error("predictor call failed: %s", exc)
-            raise InferenceError(str(exc)) from None
+            raise self._kserve_error(exc, work.batch.version) from None
         work.batch.images = []  # the bytes are no longer needed; drop them early
         work.predict_ms = _ms(started)
         metrics.STAGES.labels("predict").observe(work.predict_ms / 1000)
