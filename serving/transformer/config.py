@@ -55,7 +55,7 @@ class TransformerConfig:
     ready_cache_s: float = 1.0
     http: HttpLimits = field(default_factory=HttpLimits)
     max_inflight_bytes: int = 80 * MiB  # request bodies held at once, all connections together
-    pixel_budget: int = 40_000_000  # full-size pixels being decoded or post-processed at once
+    pixel_budget: int = 48_000_000  # full-size pixels decoded or post-processed at once: the largest image + 8 M
     budget_wait_s: float = 20.0  # longest wait for either budget before a 503
     max_concurrent_rpcs: int = 64  # gRPC calls in progress; more get RESOURCE_EXHAUSTED
     drain_s: float = 20.0  # on SIGTERM: how long in-flight requests may take to finish
