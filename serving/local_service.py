@@ -21,8 +21,7 @@ from typing import IO
 
 from fundus_seg.errors import FundusSegError
 from fundus_seg.paths import BUNDLED_MODEL_REPO, DEFAULT_MODEL_NAME
-
-MODELS_CONFIG, ROLLOUT_JSON = "models.config", "rollout.json"  # the rollout's local contract
+from serving.rollout.record import MODELS_CONFIG, ROLLOUT_JSON  # the rollout's local contract
 
 
 class LocalServiceError(FundusSegError):

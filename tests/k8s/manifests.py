@@ -138,3 +138,23 @@ def one(objects: list[dict], kind: str) -> dict:
     found = by_kind(objects, kind)
     assert len(found) == 1, f"expected one {kind}, got {[o['metadata']['name'] for o in found]}"
     return found[0]
+
+
+# -- what the tests render: every chart with its defaults and every preset, every overlay ---------
+
+CHARTS = ("fundus-seg", "retrain-job")
+CASES = [(chart, None) for chart in CHARTS] + [
+    (chart, path.relative_to(REPO / "charts" / chart))
+    for chart in CHARTS for path in sorted((REPO / "charts" / chart / "ci").glob("*-values.yaml"))]
+IDS = [f"{chart}:{values or 'defaults'}" for chart, values in CASES]
+
+
+def values_args(chart, values):
+    return [REPO / "charts" / chart / values] if values else []
+
+
+OVERLAYS = sorted(path.name for path in (REPO / "k8s" / "overlays").iterdir() if path.is_dir())
+
+
+def build(tools, overlay: str) -> list[dict]:
+    return load_documents(run_tool(tools, "kubectl", "kustomize", str(REPO / "k8s" / "overlays" / overlay)).stdout)

@@ -3,17 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.k8s.manifests import REPO, assert_valid, by_kind, one, render, run_tool
-
-CHARTS = ("fundus-seg", "retrain-job")
-CASES = [(chart, None) for chart in CHARTS] + [
-    (chart, path.relative_to(REPO / "charts" / chart))
-    for chart in CHARTS for path in sorted((REPO / "charts" / chart / "ci").glob("*-values.yaml"))]
-IDS = [f"{chart}:{values or 'defaults'}" for chart, values in CASES]
-
-
-def values_args(chart, values):
-    return [REPO / "charts" / chart / values] if values else []
+from tests.k8s.manifests import CASES, CHARTS, IDS, REPO, assert_valid, by_kind, one, render, run_tool, values_args
 
 
 def test_every_chart_has_presets():

@@ -3,13 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.k8s.manifests import REPO, assert_valid, load_documents, one, render, run_tool
-
-OVERLAYS = sorted(path.name for path in (REPO / "k8s" / "overlays").iterdir() if path.is_dir())
-
-
-def build(tools, overlay: str) -> list[dict]:
-    return load_documents(run_tool(tools, "kubectl", "kustomize", str(REPO / "k8s" / "overlays" / overlay)).stdout)
+from tests.k8s.manifests import OVERLAYS, assert_valid, build, one, render
 
 
 def train_container(objects):

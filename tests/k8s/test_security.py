@@ -22,9 +22,19 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.k8s.manifests import REPO, by_kind, load_documents, one, render, run_tool
-from tests.k8s.test_charts import CASES, IDS, values_args
-from tests.k8s.test_kustomize import OVERLAYS, build
+from tests.k8s.manifests import (
+    CASES,
+    IDS,
+    OVERLAYS,
+    REPO,
+    build,
+    by_kind,
+    load_documents,
+    one,
+    render,
+    run_tool,
+    values_args,
+)
 
 VISIBILITY = "networking.kserve.io/visibility"
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
