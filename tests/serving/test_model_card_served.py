@@ -39,3 +39,37 @@ def test_each_version_is_served_with_its_own_preprocessing(tmp_path, start_stack
                         if client.segment([image_bytes])[0].model_version == 2 else None, timeout=60)
     client.close()
     assert latest.disc["area_px"] == crop_area(height, width, 0.05)
+
+
+def test_a_version_trained_with_a_5_percent_crop_is_served_with_it(tiny_datasets, tmp_path, start_stack, drishti):
+    """Trained with `preprocess.crop_fraction: 0.05` from a config file: the card says so in the
+    SavedModel (read in this process), and the service (through the TF Serving protocol) answers
+    exactly what this process computes with that card."""
+    import numpy as np
+    import yaml
+
+    from fundus_seg.model_repository import load_version
+    from preprocessing.pipeline import finish, prepare
+    from training_job.__main__ import main as train
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"preprocess": {"crop_fraction": 0.05}}))
+    repo = tmp_path / "models"
+    assert train(["--config", str(config), "--data", str(tiny_datasets["drishti-gs1"]), "--model-repo", str(repo),
+                  "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--depth", "1", "--width", "4",
+                  "--no-jit-compile"]) == 0
+    version = load_version(repo / "optic-disc" / "1")
+    assert version.card.preprocess.crop_fraction == 0.05  # from the SavedModel's model_card signature
+
+    image = drishti[0][0].read_bytes()
+    prepared = prepare(image, version.card.preprocess)
+    expected = finish(version.predict(prepared.input[None])[0], prepared.box, version.card.threshold)
+    stack = start_stack(repo)
+    assert stack.wait_ready(120)
+    client = RestClient(stack.config.url)
+    [served] = client.segment([image])
+    client.close()
+    assert served.model_version == 1 and np.array_equal(served.mask(), expected)
+    with_defaults = prepare(image)
+    assert not np.array_equal(version.predict(with_defaults.input[None]), version.predict(prepared.input[None]))
+    assert "crop_fraction=0.05" in (stack.config.log_dir / "transformer.log").read_text()
