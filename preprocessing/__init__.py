@@ -7,6 +7,7 @@ restore to the original grid -> post-process -> geometry and metrics.
 from preprocessing.decode import DecodeLimits, decode_image, decode_mask
 from preprocessing.errors import DatasetError, ImageDecodeError
 from preprocessing.geometry import DiscGeometry, disc_geometry
+from preprocessing.measurements import Measurements, NoDiscError, measure
 from preprocessing.metrics import dice, radius_within, summarize
 from preprocessing.postprocess import postprocess_mask
 from preprocessing.transform import (
@@ -22,12 +23,15 @@ __all__ = [
     "DatasetError",
     "DecodeLimits",
     "DiscGeometry",
+    "Measurements",
+    "NoDiscError",
     "ImageDecodeError",
     "PreprocessConfig",
     "decode_image",
     "decode_mask",
     "dice",
     "disc_geometry",
+    "measure",
     "postprocess_mask",
     "preprocess_image",
     "preprocess_mask",
