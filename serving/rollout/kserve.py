@@ -12,8 +12,9 @@ new version, placed with the mechanism KServe 0.21 offers for the deployment mod
   traffic is pinned to the previous rolled-out revision at once (never to a revision that is
   still starting), and the spec again names the version that serves.
 * **Standard** (raw Deployments, KServe >= 0.20): ``start`` sets ``spec.canary`` to one entry
-  ``{trafficPercent: P, predictor: {name: v<C>, model: <stable model>, storageUris: [C]}}``
-  (the model's container name defaults to ``kserve-container``, which the CRD requires there);
+  ``{trafficPercent: P, predictor: <the stable predictor, named v<C>, with storageUris: [C]>}``
+  (service account, pod security, volumes and scheduling carried over; the model's container
+  name defaults to ``kserve-container``, which the CRD requires there);
   KServe runs it as its own Deployment and weights the Gateway API HTTPRoute. ``promote``
   moves the canary's ``storageUris`` into ``spec.predictor`` and removes ``spec.canary`` (a
   rolling update of the stable Deployment); ``rollback`` removes ``spec.canary``.
@@ -206,11 +207,17 @@ class KServeTarget(Target):
 
         if self.mode(isvc) == STANDARD:
             if new.canary is not None:
-                model = copy.deepcopy(isvc["spec"]["predictor"].get("model") or {})
+                # The stable predictor as a whole (service account, token and pod security settings,
+                # volumes, scheduling, resources), serving the canary's version: a canary that
+                # differs in anything but the model would test more than the model.
+                predictor = copy.deepcopy(isvc["spec"]["predictor"])
+                for key in ("storageUris", "canaryTrafficPercent"):
+                    predictor.pop(key, None)
+                model = predictor.get("model") or {}
                 model.pop("storageUri", None)
                 model.setdefault("name", "kserve-container")  # required in a canary's model (CRD)
-                return {"spec": {"canary": [{"trafficPercent": new.canary_percent, "predictor": {
-                    "name": f"v{new.canary}", "model": model, "storageUris": entry(new.canary)}}]}}
+                predictor.update(name=f"v{new.canary}", model=model, storageUris=entry(new.canary))
+                return {"spec": {"canary": [{"trafficPercent": new.canary_percent, "predictor": predictor}]}}
             if old.canary is not None and new.stable == old.canary:  # promote
                 return {"spec": {"predictor": {"storageUris": entry(new.stable)}, "canary": None}}
             return {"spec": {"canary": None}}  # rollback

@@ -467,6 +467,11 @@ def test_standard_mode_uses_spec_canary(kube_api, cluster, repo):
     assert canary["predictor"]["name"] == "v3"
     assert canary["predictor"]["storageUris"] == [{"uri": f"{repo}/optic-disc/3", "mountPath": "/mnt/models/3"}]
     assert canary["predictor"]["model"]["modelFormat"] == {"name": "tensorflow"}
+    stable = spec["predictor"]
+    for field in ("serviceAccountName", "automountServiceAccountToken", "minReplicas"):
+        assert canary["predictor"][field] == stable[field], field  # the same pod, another model
+    assert canary["predictor"]["model"]["securityContext"] == stable["model"]["securityContext"]
+    assert canary["predictor"]["model"]["resources"] == stable["model"]["resources"]
     assert target.state() == state
 
     assert moves.promote(target) == RolloutRecord(model_name="optic-disc", stable=3)
