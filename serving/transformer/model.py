@@ -176,9 +176,11 @@ class FundusTransformer(Model):
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Work:
         started = time.perf_counter()
         version = (headers or {}).get(VERSION_HEADER) or None
-        # base64 of up to max_request_bytes decodes off the event loop too
-        batch = await asyncio.get_running_loop().run_in_executor(
-            None, decode_request, payload, self.config.max_images, version)
+        if isinstance(payload, (bytes, bytearray)):  # a raw image: nothing to decode
+            batch = decode_request(payload, self.config.max_images, version)
+        else:  # base64 of up to max_request_bytes decodes off the event loop
+            batch = await asyncio.get_running_loop().run_in_executor(
+                None, decode_request, payload, self.config.max_images, version)
         served = await self._serving(batch.version)
         work = Work(batch, served, [], [], started)
         await self._prepare_all(work)
@@ -286,10 +288,10 @@ class FundusTransformer(Model):
                 # The pinned version was replaced between its card and this call (a hot swap):
                 # ask again who answers, and prepare again if the new version wants it otherwise.
                 served = await self._serving(work.batch.version, fresh=True)
-                if served.preprocess != work.served.preprocess:
-                    work.served = served
-                    await self._prepare_all(work)
+                prepare_again = served.preprocess != work.served.preprocess
                 work.served = served
+                if prepare_again:
+                    await self._prepare_all(work)
                 work.result = await self._predict(work)
         except PredictorCallError as exc:
             raise self._kserve_error(exc, work.batch.version) from None

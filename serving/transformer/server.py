@@ -46,7 +46,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.transformer.budget import Budget
-from serving.transformer.codec import json_structure_fits, parse_version
+from serving.transformer.codec import json_structure_fits
 from serving.transformer.config import TransformerConfig
 from serving.transformer.http_guard import guarded_protocol
 from serving.transformer.model import VERSION_HEADER, FundusTransformer
@@ -242,8 +242,8 @@ def build_app(dataplane: DataPlane, model: FundusTransformer, config: Transforme
     async def v1(model_name: str, request: Request, version: str | None) -> ORJSONResponse:
         await ready_model(model_name)
         headers = dict(request.headers)
-        if version is not None:
-            headers[VERSION_HEADER] = parse_version(version) or ""
+        if version is not None:  # the route's version; decode_request checks it like the header's
+            headers[VERSION_HEADER] = version
         payload = await parse(v1_payload, await request.body(), request.headers.get("content-type"), max_images)
         response, _ = await dataplane.infer(model_name=model_name, request=payload, headers=headers)
         return ORJSONResponse(response)
@@ -258,8 +258,8 @@ def build_app(dataplane: DataPlane, model: FundusTransformer, config: Transforme
         await ready_model(model_name)
         headers = dict(request.headers)
         infer_request = await parse(v2_payload, await request.body(), model_name, max_images)
-        if version is not None:
-            infer_request.model_version = parse_version(version)
+        if version is not None:  # checked by decode_request, like the message's own
+            infer_request.model_version = version
         response, _ = await dataplane.infer(model_name=model_name, request=infer_request, headers=headers)
         body, _ = response.to_rest()
         return ORJSONResponse(body)
@@ -430,8 +430,7 @@ class TransformerServicer(InferenceServicer):
         if len(request.inputs) > 1 or elements > max_images:
             raise InvalidInput(f"the request holds {elements} images in {len(request.inputs)} inputs; send one "
                                f"BYTES input of at most {max_images} images")
-        parse_version(request.model_version)
-        return await super().ModelInfer(request, context)
+        return await super().ModelInfer(request, context)  # the version is checked by decode_request
 
 
 # -- the process -----------------------------------------------------------------------------------
