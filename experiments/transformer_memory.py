@@ -24,7 +24,7 @@ MiB = 1024 * 1024
 
 
 def kib(pid: int, field: str) -> int:
-    line = next(l for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith(field + ":"))
+    line = next(row for row in Path(f"/proc/{pid}/status").read_text().splitlines() if row.startswith(field + ":"))
     return int(line.split()[1])
 
 
