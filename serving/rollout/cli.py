@@ -42,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                            help="local model repository served by the one-machine predictor")
     cluster = common.add_argument_group("cluster")
     cluster.add_argument("-n", "--namespace", help="namespace (default: the kube context's, or the pod's)")
-    cluster.add_argument("--mode", choices=["auto", "Serverless", "Standard"], default="auto",
-                         help="KServe deployment mode (default: read from the InferenceService)")
+    cluster.add_argument("--mode", choices=["auto", "Knative", "Standard", "Serverless", "RawDeployment"],
+                         default="auto", help="KServe deployment mode (default: read from the InferenceService; "
+                                              "Serverless and RawDeployment are the names before KServe 0.16)")
     cluster.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     cluster.add_argument("--context", help="kubeconfig context")
     models = common.add_argument_group("model repository")
@@ -72,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     status.set_defaults(func=_status)
 
     for name, func, text in (("promote", _promote, "make the canary the stable version (100%% traffic)"),
-                             ("rollback", _rollback, "take all traffic away from the canary")):
+                             ("rollback", _rollback, "take all traffic away from the canary (Knative: waits "
+                                                     "up to --timeout for the stable revision, then unpins it)")):
         action = actions.add_parser(name, parents=[common, waiting], help=text)
         action.add_argument("--version", type=int, help="refuse unless this is the canary version")
         action.set_defaults(func=func)
@@ -162,4 +164,12 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     target = target_from_args(args)
-    return _report_state(target, moves.rollback(target, args.version), args)
+    # Again after a rollback that did not finish (its revision was not ready in time): finish it.
+    state = target.state() if target.unsettled() else moves.rollback(target, args.version)
+    code = _report_state(target, state, args)
+    if not target.settle(args.timeout):
+        print(f"traffic is back on version {state.stable}, but its new revision was not ready after "
+              f"{args.timeout:g}s, so canaryTrafficPercent: 0 is still set (the next revision would get no "
+              "traffic): run the same rollback command again to finish", file=sys.stderr)
+        return 1
+    return code

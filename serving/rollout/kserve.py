@@ -1,23 +1,26 @@
 """Rollout on a KServe InferenceService (as deployed by charts/fundus-seg), with the kubernetes client.
 
-The predictor serves one version through ``spec.predictor.storageUris``:
-``[{uri: <repo>/<model>/<V>, mountPath: /mnt/models/<V>}]`` -- TF Serving's base path is
-``/mnt/models`` and needs the version directory under it. A canary is the same entry for the
-new version, placed with the mechanism KServe 0.21 offers for the deployment mode:
+Supported: KServe 0.16 to 0.21 (``storageUris`` first appears in v0.16.0). The predictor serves
+one version through ``spec.predictor.storageUris``: ``[{uri: <repo>/<model>/<V>, mountPath:
+/mnt/models/<V>}]`` -- TF Serving's base path is ``/mnt/models`` and needs the version directory
+under it. Deployment modes carry the names KServe writes since v0.16 (``Knative``, ``Standard``);
+the legacy ``Serverless``/``RawDeployment`` are read as those (``pkg/constants/constants.go``:
+``LegacyServerless``, ``LegacyRawDeployment``).
 
-* **Serverless** (Knative): ``start`` patches the predictor to the canary's ``storageUris`` plus
+* **Knative**: ``start`` patches the predictor to the canary's ``storageUris`` plus
   ``canaryTrafficPercent: P``; Knative keeps the last fully rolled-out revision (the stable
   version) at 100 - P %. ``promote`` removes ``canaryTrafficPercent`` (the latest revision takes
   100 %). ``rollback`` puts the stable ``storageUris`` back with ``canaryTrafficPercent: 0``: the
   traffic is pinned to the previous rolled-out revision at once (never to a revision that is
-  still starting), and the spec again names the version that serves.
-* **Standard** (raw Deployments, KServe >= 0.20): ``start`` sets ``spec.canary`` to one entry
-  ``{trafficPercent: P, predictor: <the stable predictor, named v<C>, with storageUris: [C]>}``
-  (service account, pod security, volumes and scheduling carried over; the model's container
-  name defaults to ``kserve-container``, which the CRD requires there);
-  KServe runs it as its own Deployment and weights the Gateway API HTTPRoute. ``promote``
-  moves the canary's ``storageUris`` into ``spec.predictor`` and removes ``spec.canary`` (a
-  rolling update of the stable Deployment); ``rollback`` removes ``spec.canary``.
+  still starting), and the spec again names the version that serves; once the new revision of
+  the stable version is ready, `KServeTarget.settle` removes ``canaryTrafficPercent`` again, so
+  that the next revision (a ``helm upgrade``) does not silently get 0 %.
+* **Standard**: no canary. ``start`` refuses (`check_canary`): ``spec.canary`` does not exist
+  before v0.20.0 (an older API server prunes it and the patch "succeeds"), and on v0.20/v0.21 the
+  canary's pod gets no model, the split misses the transformer's calls or is not applied at all
+  (docs/KUBERNETES.md, "Canary mechanics"). A ``spec.canary`` that exists anyway (made by hand,
+  or by an older fundus-seg) is still read, promoted (its ``storageUris`` into
+  ``spec.predictor``) or rolled back (removed).
 
 Knative does not say which version its previous revision serves, so every move also writes a
 record -- the rollout.json document -- to the ConfigMap ``<isvc>-rollout`` (key
@@ -27,19 +30,30 @@ answer 409 Conflict, and the move is re-read and re-applied.
 """
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from typing import Any
 
-from serving.rollout.errors import RolloutError
+from serving.rollout.errors import RolloutError, RolloutUnavailable
 from serving.rollout.moves import Target
 from serving.rollout.record import ROLLOUT_JSON, RecordError, RolloutRecord
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-SERVERLESS, STANDARD = "Serverless", "Standard"
+# The names KServe >= 0.16 writes into status.deploymentMode (pkg/constants/constants.go:
+# `Knative`, `Standard`; `LegacyServerless = "Serverless"`, `LegacyRawDeployment = "RawDeployment"`).
+KNATIVE, STANDARD = "Knative", "Standard"
+MODE_NAMES = {"knative": KNATIVE, "serverless": KNATIVE, "standard": STANDARD, "rawdeployment": STANDARD}
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+# The condition of a spec.canary (KServe >= 0.20; "CanaryPredictorReady gating" in v0.21.0-rc0).
+CANARY_CONDITION = "CanaryPredictorReady"
 CONFLICT_RETRIES = 8
+STANDARD_CANARY_REFUSED = (
+    "Standard-mode canaries are not supported: KServe before 0.20 has no spec.canary (the API "
+    "server would drop it and nothing would happen), and on 0.20/0.21 the canary pod gets no model "
+    "and the traffic split misses the transformer's calls (docs/KUBERNETES.md, \"Canary mechanics\"). "
+    "Switch versions with `helm upgrade <release> charts/fundus-seg --reuse-values --set "
+    "model.version=N` (a rolling update, no split), or deploy with "
+    "inferenceService.deploymentMode=Knative to run canaries")
 
 
 def version_of_uri(uri: str) -> int | None:
@@ -58,14 +72,14 @@ def split_version_uri(uri: str) -> tuple[str, str, int]:
 
 
 def normalize_mode(mode: str | None) -> str | None:
+    """A deployment mode as KServe >= 0.16 names it (legacy names accepted); None when not given."""
     if not mode:
         return None
-    lowered = mode.lower()
-    if lowered == "serverless":
-        return SERVERLESS
-    if lowered in ("standard", "rawdeployment"):
-        return STANDARD
-    raise RolloutError(f"unsupported KServe deployment mode {mode!r} (Serverless or Standard)")
+    try:
+        return MODE_NAMES[mode.lower()]
+    except KeyError:
+        raise RolloutError(f"unsupported KServe deployment mode {mode!r} (Knative or Standard; "
+                           "the legacy names Serverless and RawDeployment are accepted)") from None
 
 
 def _api_exception() -> type[Exception]:
@@ -111,6 +125,8 @@ class KServeTarget(Target):
             return RolloutError(f"{where} not found")
         if exc.status in (401, 403):
             return RolloutError(f"not allowed to {action} {where}: {_reason(exc)}")
+        if exc.status == 429 or exc.status >= 500:
+            return RolloutUnavailable(f"cannot {action} {where} now: {exc.status} {_reason(exc)}; try again")
         return RolloutError(f"cannot {action} {where}: {exc.status} {_reason(exc)}")
 
     def _read_record(self) -> tuple[RolloutRecord | None, dict | None]:
@@ -137,7 +153,7 @@ class KServeTarget(Target):
                 or normalize_mode((isvc["metadata"].get("annotations") or {}).get(MODE_ANNOTATION)))
         if not mode:
             raise RolloutError(f"cannot tell the deployment mode of InferenceService {self.isvc} (no "
-                               "status.deploymentMode yet, no annotation): pass --mode Serverless|Standard")
+                               "status.deploymentMode yet, no annotation): pass --mode Knative|Standard")
         return mode
 
     def _entry(self, predictor: dict) -> dict:
@@ -207,17 +223,7 @@ class KServeTarget(Target):
 
         if self.mode(isvc) == STANDARD:
             if new.canary is not None:
-                # The stable predictor as a whole (service account, token and pod security settings,
-                # volumes, scheduling, resources), serving the canary's version: a canary that
-                # differs in anything but the model would test more than the model.
-                predictor = copy.deepcopy(isvc["spec"]["predictor"])
-                for key in ("storageUris", "canaryTrafficPercent"):
-                    predictor.pop(key, None)
-                model = predictor.get("model") or {}
-                model.pop("storageUri", None)
-                model.setdefault("name", "kserve-container")  # required in a canary's model (CRD)
-                predictor.update(name=f"v{new.canary}", model=model, storageUris=entry(new.canary))
-                return {"spec": {"canary": [{"trafficPercent": new.canary_percent, "predictor": predictor}]}}
+                raise RolloutError(STANDARD_CANARY_REFUSED)
             if old.canary is not None and new.stable == old.canary:  # promote
                 return {"spec": {"predictor": {"storageUris": entry(new.stable)}, "canary": None}}
             return {"spec": {"canary": None}}  # rollback
@@ -249,6 +255,49 @@ class KServeTarget(Target):
         raise RolloutError(f"InferenceService {self.isvc} kept changing while updating it "
                            f"({CONFLICT_RETRIES} conflicts); try again")
 
+    def check_canary(self) -> None:
+        """Refuse a canary where KServe cannot run one (Standard mode, see the module docstring)."""
+        if self.mode(self.get()) == STANDARD:
+            raise RolloutError(STANDARD_CANARY_REFUSED)
+
+    def _rollback_pending(self, isvc: dict, record: RolloutRecord | None) -> bool:
+        """Knative after a rollback: the stable version's spec with `canaryTrafficPercent: 0` still set."""
+        if self.mode(isvc) != KNATIVE or isvc["spec"]["predictor"].get("canaryTrafficPercent") != 0:
+            return False
+        served = version_of_uri(self._entry(isvc["spec"]["predictor"])["uri"])
+        return record is not None and record.canary is None and record.stable == served
+
+    def unsettled(self) -> bool:
+        return self._rollback_pending(self.get(), self._read_record()[0])
+
+    def settle(self, timeout: float, report: Callable[[str], None] = print) -> bool:
+        """Finish a Knative rollback: once the revision serving the stable version is ready, remove
+        `canaryTrafficPercent: 0`. Left in place, it would give the next revision (the next `helm
+        upgrade`) 0 % of the traffic: while it is set, KServe gives the latest revision that percent
+        and the last revision rolled out at 100 % the rest (upstream
+        docs/samples/v1beta1/rollout/README.md). False when not ready within `timeout`."""
+        deadline = time.monotonic() + timeout
+        for _ in range(CONFLICT_RETRIES):
+            isvc = self.get()
+            if not self._rollback_pending(isvc, self._read_record()[0]):
+                return True
+            if not self.readiness(isvc)[0]:
+                if not self.wait_ready(max(0.0, deadline - time.monotonic()), report):
+                    return False
+                continue  # re-read: ready, and still the rollback's spec?
+            patch = {"metadata": {"resourceVersion": isvc["metadata"]["resourceVersion"]},
+                     "spec": {"predictor": {"canaryTrafficPercent": None}}}
+            try:
+                self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.isvc, patch)
+            except _api_exception() as exc:
+                if exc.status == 409:
+                    continue
+                raise self._error(exc, "patch") from None
+            report(f"{self.isvc}: rollback done; canaryTrafficPercent removed, new revisions get all traffic again")
+            return True
+        raise RolloutError(f"InferenceService {self.isvc} kept changing while finishing the rollback; "
+                           "run `fundus-seg rollout rollback` again")
+
     def _write_record(self, state: RolloutRecord, config_map: Any, mode: str) -> None:
         from kubernetes import client
 
@@ -277,10 +326,11 @@ class KServeTarget(Target):
 
     @staticmethod
     def readiness(isvc: dict) -> tuple[bool, str]:
-        """(ready, one-line summary): Ready (and CanaryReady with a canary) for the latest spec."""
+        """(ready, one-line summary): Ready (and CanaryPredictorReady with a spec.canary) for the
+        latest spec, and in Knative mode the latest created predictor revision ready too."""
         status = isvc.get("status") or {}
         conditions = {c.get("type"): c for c in status.get("conditions") or []}
-        wanted = ["Ready"] + (["CanaryReady"] if isvc.get("spec", {}).get("canary") else [])
+        wanted = ["Ready"] + ([CANARY_CONDITION] if isvc.get("spec", {}).get("canary") else [])
         generation, observed = isvc["metadata"].get("generation"), status.get("observedGeneration")
         current = generation is None or observed is None or observed >= generation
         parts, ready = [], current
@@ -292,6 +342,11 @@ class KServeTarget(Target):
             parts.append(f"{name}={condition.get('status', 'Unknown')}" + (f" ({detail})" if detail and not ok else ""))
         if not current:
             parts.append(f"generation {generation} not observed yet")
+        predictor = (status.get("components") or {}).get("predictor") or {}
+        created, ready_revision = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
+        if created and ready_revision and created != ready_revision:
+            ready = False
+            parts.append(f"revision {created} not ready yet")
         return ready, ", ".join(parts)
 
     def wait_ready(self, timeout: float, report: Callable[[str], None] = print) -> bool:
@@ -328,7 +383,7 @@ class KServeTarget(Target):
                  f"ready: {self.readiness(isvc)[1]}"]
         if status.get("url"):
             lines.append(f"url: {status['url']}")
-        if mode == SERVERLESS:
+        if mode == KNATIVE:
             for route in ((status.get("components") or {}).get("predictor") or {}).get("traffic") or []:
                 tag = route.get("tag") or ("latest" if route.get("latestRevision") else "")
                 lines.append(f"traffic: {route.get('percent', 0):>3}% -> {route.get('revisionName', '?')}"

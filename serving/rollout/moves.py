@@ -42,6 +42,18 @@ class Target(ABC):
     def wait_ready(self, timeout: float, report: Callable[[str], None] = print) -> bool:
         """Wait until the versions of the current split serve; False after `timeout` seconds."""
 
+    def check_canary(self) -> None:
+        """Raise RolloutError where this target cannot run a canary at all (checked before the gate)."""
+        return None
+
+    def unsettled(self) -> bool:
+        """True while a rollback still has to be finished by `settle`."""
+        return False
+
+    def settle(self, timeout: float, report: Callable[[str], None] = print) -> bool:
+        """Finish what a rollback leaves behind once it serves; False when not done within `timeout`."""
+        return True
+
 
 def check_percent(percent: int) -> int:
     if not 1 <= percent <= 99:
@@ -109,6 +121,7 @@ def start(target: Target, version: int, percent: int = DEFAULT_PERCENT, toleranc
           force: bool = False, report: Callable[[str], None] = print) -> RolloutRecord:
     """Gate `version` against the serving version, then make it the canary at `percent` %."""
     check_percent(percent)
+    target.check_canary()
     before = target.state(candidate=version)
     started(before, version, percent)  # refuse early (same version, other canary) before reading metrics
     if before.canary == version:

@@ -5,9 +5,11 @@
 * every rendered built-in object validates with `kubernetes-validate` in strict mode (unknown
   properties are errors) against the oldest and the newest Kubernetes version we support, and
   a kind it has no schema for is an error too (its CLI only warns about those);
-* every InferenceService validates against KServe's CRD schema from `<repo>/../shared/schemas`,
-  made strict the same way (an unknown field anywhere is an error, as with kubectl's default
-  `--validate=strict`).
+* every InferenceService validates against the CRD schema of every KServe release in the
+  supported range that `<repo>/../shared/schemas` holds (v0.16.0, the oldest supported; v0.20.0;
+  main), made strict the same way: an unknown field anywhere is an error, as with kubectl's
+  default `--validate=strict` -- and it is exactly what that release's API server would prune
+  (structural schemas drop unknown fields, with only a warning) from an apply or a patch.
 
 The binaries come from `tools/install-k8s-tools.sh`; when it cannot install them the tests that
 need them are skipped with the installer's message.
@@ -26,6 +28,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / ".." / "shared" / "schemas"
 ISVC_CRD = SCHEMAS / "kserve" / "serving.kserve.io_inferenceservices.yaml"
+# The supported range is KServe 0.16-0.21 (charts/*/Chart.yaml, docs/KUBERNETES.md); these are
+# the releases of it whose CRD we have: oldest first.
+ISVC_CRDS = {
+    "v0.16.0": SCHEMAS / "kserve" / "v0.16.0" / "serving.kserve.io_inferenceservices.yaml",
+    "v0.20.0": SCHEMAS / "kserve" / "v0.20.0" / "serving.kserve.io_inferenceservices.yaml",
+    "main": ISVC_CRD,
+}
 TOOLS_BIN = REPO / "tools" / "bin"
 # Oldest (the charts' kubeVersion) and newest Kubernetes versions the manifests must satisfy.
 KUBE_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
@@ -87,9 +96,9 @@ def _strict(schema: object) -> object:
 
 
 @functools.cache
-def isvc_validator() -> jsonschema.protocols.Validator:
+def isvc_validator(release: str = "main") -> jsonschema.protocols.Validator:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the CRD is 39k lines
-    crd = yaml.load(ISVC_CRD.read_text(), Loader=loader)
+    crd = yaml.load(ISVC_CRDS[release].read_text(), Loader=loader)
     served = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"][0]
     schema = copy.deepcopy(served["schema"]["openAPIV3Schema"])
     schema = _strict(schema)
@@ -110,8 +119,8 @@ def validation_errors(obj: dict) -> list[str]:
     kind, api_version = obj.get("kind"), obj.get("apiVersion")
     name = f"{kind}/{obj.get('metadata', {}).get('name')}"
     if (api_version, kind) in CRD_KINDS:
-        return [f"{name}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
-                for e in isvc_validator().iter_errors(obj)]
+        return [f"{name} (KServe {release}): {'.'.join(map(str, e.absolute_path))}: {e.message}"
+                for release in ISVC_CRDS for e in isvc_validator(release).iter_errors(obj)]
     errors = []
     for version in KUBE_VERSIONS:
         try:
