@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from preprocessing.disc_crop import DiscCropConfig
 from preprocessing.transform import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -41,15 +42,19 @@ class Scores:
     dice_max: float | None = None
     rrp: float | None = None
     at_128: Scores | None = None
+    more: dict[str, Any] = field(default_factory=dict, compare=False)
+    """The rest of the dataset's evaluation as written (cup, vcdr, glaucoma_auc, flagged ...)."""
 
     @classmethod
     def from_dict(cls, document: Any) -> Scores:
         if not isinstance(document, dict):
             return cls()
-        values = {f.name: _maybe_number(document.get(f.name)) for f in dataclasses.fields(cls) if f.name != "at_128"}
+        own = [f.name for f in dataclasses.fields(cls) if f.name not in ("at_128", "more")]
+        values = {name: _maybe_number(document.get(name)) for name in own}
         values["n"] = None if values["n"] is None else int(values["n"])
         at_128 = document.get("at_128")
-        return cls(**values, at_128=cls.from_dict(at_128) if isinstance(at_128, dict) else None)
+        more = {k: v for k, v in document.items() if k not in own and k != "at_128"}
+        return cls(**values, at_128=cls.from_dict(at_128) if isinstance(at_128, dict) else None, more=more)
 
     def value(self, metric: str) -> float | None:
         """A gated figure, None when missing or NaN."""
@@ -57,11 +62,40 @@ class Scores:
         return None if number is None or math.isnan(number) else number
 
     def to_dict(self) -> dict:
-        document = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                    if f.name != "at_128" and getattr(self, f.name) is not None}
+        document = {**self.more, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                                    if f.name not in ("at_128", "more") and getattr(self, f.name) is not None}}
         if self.at_128 is not None:
             document["at_128"] = self.at_128.to_dict()
         return document
+
+
+@dataclass(frozen=True)
+class SegmentCard:
+    """Stage 2 of a two-stage version (`preprocessing.two_stage`): disc and cup on a crop around the located disc.
+    Written under the card's ``config.segment``; a card without it is the paper's single-stage model."""
+
+    architecture: UNetConfig
+    crop: DiscCropConfig = field(default_factory=DiscCropConfig)
+    cup_threshold: float = DEFAULT_THRESHOLD
+    convex: bool = True
+
+    @classmethod
+    def from_dict(cls, document: dict) -> SegmentCard:
+        from training_job.config import UNetConfig
+
+        card = cls(
+            architecture=UNetConfig(**_known(UNetConfig, document.get("model") or {})),
+            crop=DiscCropConfig(**_known(DiscCropConfig, document.get("crop") or {})),
+            cup_threshold=_number(document.get("cup_threshold", DEFAULT_THRESHOLD), "segment.cup_threshold"),
+            convex=bool(document.get("convex", True)),
+        )
+        if not 0.0 < card.cup_threshold < 1.0:
+            raise ModelCardError(f"segment.cup_threshold must be in (0, 1), got {card.cup_threshold}")
+        return card
+
+    def to_dict(self) -> dict:
+        return {"model": dataclasses.asdict(self.architecture), "crop": dataclasses.asdict(self.crop),
+                "cup_threshold": self.cup_threshold, "convex": self.convex}
 
 
 @dataclass(frozen=True)
@@ -82,6 +116,8 @@ class ModelCard:
     replay_data: tuple[str, ...] = ()
     forced: bool = False
     test_metrics: dict[str, Scores] = field(default_factory=dict)
+    segment: SegmentCard | None = None
+    """Stage 2 of a two-stage version; None: the paper's single-stage model (stage 1 alone)."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     """Everything else the version records (training settings, lineage, accelerator ...), as written."""
 
@@ -103,6 +139,7 @@ class ModelCard:
             seconds = document.get("training_seconds")
             replay = document.get("replay") if isinstance(document.get("replay"), dict) else {}
             params = document.get("trainable_params")
+            segment = config.get("segment")
             card = cls(
                 model_name=str(document.get("model_name") or "optic-disc"),
                 architecture=architecture,
@@ -120,6 +157,7 @@ class ModelCard:
                 replay_data=tuple(map(str, replay.get("data") or ())),
                 forced=bool(document.get("forced", False)),
                 test_metrics=metrics,
+                segment=SegmentCard.from_dict(segment) if isinstance(segment, dict) else None,
                 extra={k: v for k, v in document.items() if k not in _OWN_KEYS},
             )
         except (TypeError, ValueError) as exc:
@@ -143,9 +181,14 @@ class ModelCard:
         config["preprocess"] = dataclasses.asdict(self.preprocess)
         if self.train is not None:
             config["train"] = dataclasses.asdict(self.train)
+        if self.segment is not None:
+            config["segment"] = {**(config.get("segment") or {}), **self.segment.to_dict()}
+        else:
+            config.pop("segment", None)
         return {
             **self.extra,
             "model_name": self.model_name,
+            "pipeline": self.pipeline,
             "architecture": self.architecture.name,
             "threshold": self.threshold,
             "mode": self.mode,
@@ -162,11 +205,24 @@ class ModelCard:
             "test_metrics": {name: scores.to_dict() for name, scores in self.test_metrics.items()},
         }
 
+    @property
+    def pipeline(self) -> str:
+        return "two-stage" if self.segment is not None else "single-stage"
+
+    def two_stage(self):
+        """The pipeline settings `preprocessing.two_stage` runs this version with (two-stage versions only)."""
+        from preprocessing.two_stage import TwoStageConfig
+
+        if self.segment is None:
+            raise ModelCardError(f"{self.model_name}: a single-stage version has no second stage")
+        return TwoStageConfig(self.preprocess, self.segment.crop, self.threshold, self.segment.cup_threshold,
+                              self.segment.convex)
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
-_OWN_KEYS = {"model_name", "architecture", "threshold", "mode", "base_version", "run_id", "data", "seen_data",
+_OWN_KEYS = {"model_name", "pipeline", "architecture", "threshold", "mode", "base_version", "run_id", "data", "seen_data",
              "training_seconds", "trainable_params", "forced", "test_metrics"}
 
 

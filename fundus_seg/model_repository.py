@@ -9,7 +9,13 @@ SavedModel's signatures are the contract with every predictor:
 * ``serving_default``: input ``images`` float32 N x S x S x 3 (preprocessed), output
   ``disc_probability`` float32 N x S x S x 1;
 * ``model_card``: no inputs, output ``card``: the card as JSON, so whoever serves the version
-  through TF Serving prepares its input the way it was trained.
+  through TF Serving prepares its input the way it was trained;
+* two-stage versions (a card with ``config.segment``) add ``segment``: input ``images`` float32
+  N x S x S x 3 (disc-centred crops, `preprocessing.disc_crop`), outputs ``disc_probability`` and
+  ``cup_probability`` float32 N x S x S x 1. ``serving_default`` is then stage 1, the locator. One
+  SavedModel holds both stages, so a canary, a promotion or a rollback moves them together.
+
+Two-stage versions hold ``segment.keras`` (stage 2's Keras model) beside ``model.keras`` (stage 1's).
 
 A version counts only once its ``saved_model.pb`` exists; names starting with ``.`` (``.tmp-*``
 staging) and other non-version names are ignored. ``publish_version`` never overwrites a version:
@@ -75,8 +81,12 @@ KERAS_FILE = "model.keras"
 CLAIM = ".claim"
 INT64_MAX = 2**63 - 1
 
+SEGMENT_KERAS_FILE = "segment.keras"
+
 SERVING_SIGNATURE, INPUT_KEY, OUTPUT_KEY = "serving_default", "images", "disc_probability"
 CARD_SIGNATURE, CARD_OUTPUT = "model_card", "card"
+SEGMENT_SIGNATURE, CUP_OUTPUT_KEY = "segment", "cup_probability"
+SEGMENT_OUTPUTS = (OUTPUT_KEY, CUP_OUTPUT_KEY)
 
 
 
@@ -310,12 +320,13 @@ def local_version(path: Path) -> Path:
 
 @dataclass(frozen=True)
 class LoadedVersion:
-    """A version ready to run in this process: its card and its `serving_default` as a numpy function."""
+    """A version ready to run in this process: its card and its signatures as numpy functions."""
 
     path: Path
     card: ModelCard
-    predict: Callable[[np.ndarray], np.ndarray]  # N x S x S x 3 float32 -> N x S x S x 1
+    predict: Callable[[np.ndarray], np.ndarray]  # serving_default: N x S x S x 3 float32 -> N x S x S x 1
     parameters: int
+    segment: Callable[[np.ndarray], np.ndarray] | None = None  # two-stage: N x S x S x 3 -> N x S x S x 2 (disc, cup)
 
 
 def load_version(version_dir: Uri) -> LoadedVersion:
@@ -338,5 +349,15 @@ def load_version(version_dir: Uri) -> LoadedVersion:
     def predict(batch: np.ndarray) -> np.ndarray:
         return signature(**{INPUT_KEY: tf.constant(batch, tf.float32)})[OUTPUT_KEY].numpy()
 
+    segment = None
+    if card.segment is not None:
+        if SEGMENT_SIGNATURE not in loaded.signatures:
+            raise ModelRepositoryError(f"{path}: a two-stage card but no {SEGMENT_SIGNATURE!r} signature")
+        stage2 = loaded.signatures[SEGMENT_SIGNATURE]
+
+        def segment(batch: np.ndarray) -> np.ndarray:
+            outputs = stage2(**{INPUT_KEY: tf.constant(batch, tf.float32)})
+            return np.concatenate([outputs[key].numpy() for key in SEGMENT_OUTPUTS], axis=-1)
+
     parameters = sum(int(np.prod(v.shape)) for v in getattr(loaded, "variables", []))
-    return LoadedVersion(path, card, predict, parameters)
+    return LoadedVersion(path, card, predict, parameters, segment)

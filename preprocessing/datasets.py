@@ -28,6 +28,12 @@ class Record:
     image: Path
     disc_mask: Path
     label: str = ""
+    cup_mask: Path | None = None
+    """None where the dataset has no cup annotation (the manifest's cup_mask column is absent or empty)."""
+    vcdr_expert: float | None = None
+    """The manifest's `vcdr_expert_mean` (the experts' own mean vertical cup-to-disc ratio), where present."""
+    group: str = ""
+    """The manifest's `source_release` (RIM-ONE's r1/r2/r3: one camera and hospital each), where present."""
 
 
 @dataclass
@@ -66,16 +72,36 @@ def read_manifest(folder: str | Path) -> list[Record]:
         seen.add(row["id"])
         if row.get("split") not in SPLITS:
             problems.append(f"{where}: split must be one of {SPLITS}, got {row.get('split')!r}")
-        for column in ("image", "disc_mask"):
+        for column in ("image", "disc_mask", "cup_mask"):
             value = (row.get(column) or "").strip()
+            if column == "cup_mask" and not value:
+                continue  # optional
             if not value or Path(value).is_absolute() or ".." in Path(value).parts:
                 problems.append(f"{where}: {column} must be a relative path inside the dataset, got {value!r}")
-        records.append(Record(row["id"], row.get("split", ""), folder / row["image"], folder / row["disc_mask"], row.get("label", "")))
+        vcdr = _optional_number(row.get("vcdr_expert_mean"))
+        if vcdr is False:
+            problems.append(f"{where}: vcdr_expert_mean must be a number, got {row.get('vcdr_expert_mean')!r}")
+        cup = (row.get("cup_mask") or "").strip()
+        records.append(Record(row["id"], row.get("split", ""), folder / row["image"], folder / row["disc_mask"],
+                              (row.get("label") or "").strip(), folder / cup if cup else None,
+                              vcdr if vcdr is not False else None, (row.get("source_release") or "").strip()))
     if not records and not problems:
         problems.append("manifest has no rows")
     if problems:
         raise DatasetError(_report(manifest, problems))
     return records
+
+
+def _optional_number(text: str | None) -> float | None | bool:
+    """The number in a manifest cell, None when empty, False when not a number."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return value if value == value else False
 
 
 def _report(where: Path, problems: list[str]) -> str:
@@ -96,6 +122,15 @@ def _check_record(record: Record) -> str | None:
         return f"id {record.id}: mask is {mask.shape[1]}x{mask.shape[0]} but image is {image.shape[1]}x{image.shape[0]}"
     if not mask.any():
         return f"id {record.id}: disc mask is empty"
+    if record.cup_mask is not None:
+        try:
+            cup = decode_mask(record.cup_mask.read_bytes())
+        except FileNotFoundError as exc:
+            return f"id {record.id}: missing file {exc.filename}"
+        except ImageDecodeError as exc:
+            return f"id {record.id}: cup mask: {exc}"
+        if cup.shape != mask.shape:
+            return f"id {record.id}: cup mask is {cup.shape[1]}x{cup.shape[0]} but image is {image.shape[1]}x{image.shape[0]}"
     return None
 
 

@@ -40,3 +40,22 @@ def summarize(dices: list[float], radius_ok: list[bool]) -> dict:
         "dice_max": round(float(values.max()), 4),
         "rrp": round(100.0 * float(np.mean(radius_ok)), 1),
     }
+
+
+def roc_auc(scores: list[float], positive: list[bool]) -> float | None:
+    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half); None without both classes."""
+    scores_arr, labels = np.asarray(scores, np.float64), np.asarray(positive, bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores_arr, kind="mergesort")
+    ranks = np.empty(len(scores_arr), np.float64)
+    sorted_scores = scores_arr[order]
+    i = 0
+    while i < len(sorted_scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(sorted_scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -51,11 +51,15 @@ def preprocess_image(rgb: np.ndarray, config: PreprocessConfig = PreprocessConfi
     """H x W x 3 uint8 RGB -> (size x size x 3 float32 in [0, 1], crop box for the inverse)."""
     cropped, box = _crop(rgb, config)
     small = cv2.resize(cropped, (config.size, config.size), interpolation=cv2.INTER_AREA)
-    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB)
+    return equalise(small, config), box
+
+
+def equalise(small: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """The contrast step on a model-sized uint8 RGB image (both stages): CLAHE on L*, then [0, 1] float32."""
+    lab = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2LAB)
     clahe = cv2.createCLAHE(clipLimit=config.clahe_clip_limit, tileGridSize=(config.clahe_tile_grid,) * 2)
     lab[..., 0] = clahe.apply(lab[..., 0])
-    equalised = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
-    return equalised.astype(np.float32) / 255.0, box
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB).astype(np.float32) / 255.0
 
 
 def preprocess_mask(mask: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:

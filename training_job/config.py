@@ -16,6 +16,8 @@ import yaml
 
 from fundus_seg.errors import FundusSegError
 from preprocessing.augment import AugmentConfig
+from preprocessing.disc_crop import DiscCropConfig
+from preprocessing.photometric import PhotometricConfig
 from preprocessing.transform import PreprocessConfig
 from serving.rollout import DEFAULT_TOLERANCE
 
@@ -65,6 +67,34 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CropJitter:
+    """How far stage 1's located disc may be from the expert's, drawn afresh for every stage-2 training crop."""
+
+    scale: tuple[float, float] = (0.8, 1.25)
+    """Diameter error factor, log-uniform (the crop side follows the located diameter)."""
+    shift: float = 0.25
+    """Centre error, in disc diameters, uniform in each axis."""
+    rotation_deg: float = 15.0
+    horizontal_flip: bool = True
+
+
+@dataclass(frozen=True)
+class SegmentStageConfig:
+    """Stage 2 of the two-stage model: disc and cup on a crop around the located disc (same U-Net builder)."""
+
+    model: UNetConfig = field(default_factory=lambda: UNetConfig(depth=6, width=16, increment_ratio=1.4, input_size=128))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, steps_per_epoch=200, batch_size=16,
+                                                                   learning_rate=1e-3, seed=0))
+    crop: DiscCropConfig = field(default_factory=DiscCropConfig)
+    jitter: CropJitter = field(default_factory=CropJitter)
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.input_size != self.crop.size:
+            raise ValueError(f"stage 2's U-Net input ({self.model.input_size}) must be the crop size ({self.crop.size})")
 
 
 MODES = ("full", "incremental")

@@ -17,9 +17,12 @@ from fundus_seg.model_card import ModelCard
 from fundus_seg.model_repository import (
     CARD_OUTPUT,
     CARD_SIGNATURE,
+    CUP_OUTPUT_KEY,
     INPUT_KEY,
     KERAS_FILE,
     OUTPUT_KEY,
+    SEGMENT_KERAS_FILE,
+    SEGMENT_SIGNATURE,
     SERVING_SIGNATURE,
 )
 
@@ -31,10 +34,15 @@ def inference_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
-def save_serving_model(model: keras.Model, directory: str | Path, metrics: dict) -> Path:
+def save_serving_model(model: keras.Model, directory: str | Path, metrics: dict,
+                       segment_model: keras.Model | None = None) -> Path:
+    """A version: `model` as serving_default; with `segment_model` (stage 2, two outputs) a two-stage version."""
     directory = Path(directory)
     model = inference_copy(model)
     size = model.input_shape[1]
+    card = ModelCard.from_dict(metrics)  # refuses a card serving could not read
+    if (segment_model is None) != (card.segment is None):
+        raise ValueError("a two-stage version needs both its stage-2 model and config.segment on its card")
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
@@ -42,17 +50,31 @@ def save_serving_model(model: keras.Model, directory: str | Path, metrics: dict)
         fn=lambda images: {OUTPUT_KEY: model(images, training=False)},
         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_KEY)],
     )
-    card = ModelCard.from_dict(metrics).to_json()  # refuses a card serving could not read
-    archive.add_endpoint(name=CARD_SIGNATURE, fn=lambda: {CARD_OUTPUT: tf.constant(card)}, input_signature=[])
+    if segment_model is not None:
+        stage2 = inference_copy(segment_model)
+        crop = stage2.input_shape[1]
+        archive.track(stage2)
+
+        def segment(images):
+            both = stage2(images, training=False)
+            return {OUTPUT_KEY: both[..., 0:1], CUP_OUTPUT_KEY: both[..., 1:2]}
+
+        archive.add_endpoint(name=SEGMENT_SIGNATURE, fn=segment,
+                             input_signature=[tf.TensorSpec([None, crop, crop, 3], tf.float32, name=INPUT_KEY)])
+    text = card.to_json()
+    archive.add_endpoint(name=CARD_SIGNATURE, fn=lambda: {CARD_OUTPUT: tf.constant(text)}, input_signature=[])
     archive.write_out(str(directory), verbose=False)
     # TF Serving ignores extra files; incremental training restarts from these Keras weights.
     model.save(directory / KERAS_FILE)
-    (directory / model_repository.CARD_FILE).write_text(card)
+    if segment_model is not None:
+        stage2.save(directory / SEGMENT_KERAS_FILE)
+    (directory / model_repository.CARD_FILE).write_text(text)
     return directory
 
 
-def publish(model: keras.Model, metrics: dict, model_repo: str, model_name: str, run_id: str | None = None) -> int:
+def publish(model: keras.Model, metrics: dict, model_repo: str, model_name: str, run_id: str | None = None,
+            segment_model: keras.Model | None = None) -> int:
     """Save to a scratch folder, then publish atomically as the next integer version."""
     with tempfile.TemporaryDirectory(prefix="fundus-seg-export-") as scratch:
-        local = save_serving_model(model, Path(scratch) / "model", metrics)
+        local = save_serving_model(model, Path(scratch) / "model", metrics, segment_model)
         return model_repository.publish_version(local, model_repo, model_name, run_id=run_id)

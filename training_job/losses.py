@@ -3,11 +3,15 @@ import keras
 from keras import ops
 
 
-def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
-    axes = (1, 2, 3)
+def soft_dice_loss(y_true, y_pred, smooth: float = 1.0, weight=None):
+    """1 - mean soft Dice per image and channel; `weight` (N x C, 0 or 1) leaves unannotated channels out."""
+    axes = (1, 2)
     intersection = ops.sum(y_true * y_pred, axis=axes)
     total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
-    return 1.0 - ops.mean((2.0 * intersection + smooth) / (total + smooth))
+    scores = (2.0 * intersection + smooth) / (total + smooth)
+    if weight is None:
+        return 1.0 - ops.mean(scores)
+    return 1.0 - ops.sum(scores * weight) / ops.maximum(ops.sum(weight), 1.0)
 
 
 def bce_dice_loss(y_true, y_pred):
@@ -17,6 +21,26 @@ def bce_dice_loss(y_true, y_pred):
 def dice_coefficient(y_true, y_pred):
     """Hard Dice at 0.5 on the batch, as a training metric."""
     return 1.0 - soft_dice_loss(ops.cast(y_true >= 0.5, "float32"), ops.cast(y_pred >= 0.5, "float32"), smooth=1e-6)
+
+
+def disc_cup_loss(y_true, y_pred):
+    """Stage 2: BCE + soft Dice on the disc and on the cup; targets carry a third plane, 1 where the image has a
+    cup annotation (`training_job.crop_data`), so a dataset without cup masks trains the disc only."""
+    truth, annotated = y_true[..., :2], y_true[..., 2:3]
+    cup_weight = ops.mean(annotated, axis=(1, 2))  # N x 1
+    weight = ops.concatenate([ops.ones_like(cup_weight), cup_weight], axis=-1)  # N x 2
+    bce = keras.losses.binary_crossentropy(truth[..., None], y_pred[..., None])  # N x S x S x 2
+    bce = ops.sum(ops.mean(bce, axis=(1, 2)) * weight) / ops.maximum(ops.sum(weight), 1.0)
+    return bce + soft_dice_loss(truth, y_pred, weight=weight)
+
+
+def disc_dice(y_true, y_pred):
+    """Hard Dice at 0.5 of the first channel (the disc), as a training metric."""
+    return dice_coefficient(y_true[..., :1], y_pred[..., :1])
+
+
+def cup_dice(y_true, y_pred):
+    return dice_coefficient(y_true[..., 1:2], y_pred[..., 1:2])
 
 
 LOSSES = {"bce_dice": bce_dice_loss, "dice": soft_dice_loss}

@@ -44,10 +44,14 @@ def unet_level(x, level: int, config: UNetConfig):
     return conv_block(merged, width, config, name=f"dec{level}")
 
 
-def build_unet(config: UNetConfig) -> keras.Model:
+OUTPUT_NAMES = {1: "disc_probability", 2: "disc_cup_probability"}
+
+
+def build_unet(config: UNetConfig, channels: int = 1) -> keras.Model:
+    """One sigmoid map per structure: 1 (the disc: the paper's model, stage 1) or 2 (disc, cup: stage 2)."""
     inputs = keras.Input((config.input_size, config.input_size, 3), name="images")
     features = unet_level(inputs, 0, config)
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="disc_probability", dtype="float32")(features)
+    outputs = layers.Conv2D(channels, 1, activation="sigmoid", name=OUTPUT_NAMES[channels], dtype="float32")(features)
     return keras.Model(inputs, outputs, name=f"unet_{config.depth}_{config.width}_{config.increment_ratio:g}")
 
 

@@ -1,0 +1,157 @@
+"""Train the two stages of the bundled two-stage model on CPU, resumably (docs/RESULTS.md, "Two-stage").
+
+    .venv/bin/python experiments/train_two_stage.py --stage 2 --out runs/two-stage \
+        --data ../shared/data/drishti-gs1,../shared/data/rim-one-dl
+    .venv/bin/python experiments/train_two_stage.py --stage 1 --out runs/two-stage --base models/optic-disc/1
+
+Stage 2 (disc + cup on disc-centred crops) trains from scratch; stage 1 (the whole-image locator)
+fine-tunes the paper's model `--base` with zoom augmentation wide enough for a disc filling 5% or
+60% of the image. Each epoch is checkpointed (Keras BackupAndRestore): rerun the same command to
+resume. Every epoch appends {epoch, seconds, loss, dice...} to `<out>/stage<N>/log.jsonl`, the
+time-to-Dice curve. `fundus-seg export-two-stage` then assembles the version.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class EpochLog:
+    """Keras callback appending one JSON line per epoch, with the wall time spent so far (resumes add up)."""
+
+    def __new__(cls, path: Path):
+        import keras
+
+        class _Log(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.start = time.perf_counter()
+                self.before = 0.0
+                if path.exists() and (lines := path.read_text().splitlines()):
+                    self.before = json.loads(lines[-1])["seconds"]
+
+            def on_epoch_end(self, epoch, logs=None):
+                record = {"epoch": epoch + 1, "seconds": round(self.before + time.perf_counter() - self.start, 1),
+                          **{k: round(float(v), 5) for k, v in (logs or {}).items() if k != "learning_rate"}}
+                with path.open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+
+        return _Log()
+
+
+def stage2(args) -> None:
+    import keras
+
+    from training_job.config import SegmentStageConfig, TrainConfig
+    from training_job.crop_data import load_crops
+    from training_job.segment_stage import train_segment_stage
+
+    config = SegmentStageConfig(train=TrainConfig(epochs=args.epochs or 30, steps_per_epoch=args.steps or 200,
+                                                  batch_size=16, learning_rate=1e-3, seed=args.seed))
+    out = Path(args.out) / "stage2"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    started = time.perf_counter()
+    datasets = [load_crops(folder, "train", config.crop) for folder in args.data.split(",")]
+    print(f"crops loaded in {time.perf_counter() - started:.1f} s: {[len(d) for d in datasets]}", flush=True)
+    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), EpochLog(out / "log.jsonl")]
+    result = train_segment_stage(config, datasets, callbacks=callbacks, workers=args.workers)
+    result.model.save(out / "model.keras")
+    print(f"stage 2 trained in {result.seconds:.0f} s -> {out / 'model.keras'}", flush=True)
+
+
+def stage1(args) -> None:
+    import keras
+
+    from fundus_seg.model_repository import KERAS_FILE
+    from preprocessing.augment import AugmentConfig
+    from preprocessing.datasets import load_split
+    from training_job.config import RunConfig, TrainConfig
+    from training_job.train import compile_model, train
+
+    base = keras.models.load_model(Path(args.base) / KERAS_FILE, compile=False)
+    run = RunConfig(data=tuple(args.data.split(",")),
+                    train=TrainConfig(epochs=args.epochs or 12, steps_per_epoch=args.steps or 60, batch_size=32,
+                                      learning_rate=4e-4, seed=args.seed),
+                    augment=AugmentConfig(zoom_range=(0.4, 2.2), shift_fraction=0.2, rotation_deg=20.0))
+    out = Path(args.out) / "stage1"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(run.to_dict(), indent=2))
+    datasets = [load_split(folder, "train", run.preprocess) for folder in run.data]
+    compile_model(base, run.train, run.train.epochs * run.train.steps_per_epoch)
+    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), EpochLog(out / "log.jsonl")]
+    result = train(run, datasets, model=base, callbacks=callbacks)
+    result.model.save(out / "model.keras")
+    print(f"stage 1 fine-tuned in {result.seconds:.0f} s -> {out / 'model.keras'}", flush=True)
+
+
+def export(args) -> None:
+    """Assemble stage 1 (`<out>/stage1/model.keras`, else --base's) and stage 2 into one two-stage version: score
+    both test splits through the serving pipeline, then publish it with its card into --repo."""
+    import keras
+
+    from fundus_seg.model_card import ModelCard
+    from fundus_seg.model_repository import KERAS_FILE, read_card
+    from training_job.evaluate import evaluate_two_stage
+    from training_job.export import publish
+    from training_job.unet import flops_per_image, trainable_params
+
+    out = Path(args.out)
+    base_card = ModelCard.from_json((Path(args.base) / "metrics.json").read_text())
+    stage1_file = out / "stage1" / "model.keras"
+    stage1 = keras.models.load_model(stage1_file if stage1_file.exists() else Path(args.base) / KERAS_FILE, compile=False)
+    stage2 = keras.models.load_model(out / "stage2" / "model.keras", compile=False)
+    stage1_config = json.loads((out / "stage1" / "config.json").read_text()) if stage1_file.exists() else base_card.to_dict()["config"]
+    stage2_config = json.loads((out / "stage2" / "config.json").read_text())
+    seconds = sum(json.loads(lines[-1])["seconds"] for stage in ("stage1", "stage2")
+                  if (log := out / stage / "log.jsonl").exists() and (lines := log.read_text().splitlines()))
+    document = {
+        "model_name": "optic-disc",
+        "mode": "full",
+        "data": args.data.split(","),
+        "seen_data": args.data.split(","),
+        "training_seconds": round(seconds + (0.0 if stage1_file.exists() else base_card.training_seconds or 0.0), 1),
+        "trainable_params": trainable_params(stage1) + trainable_params(stage2),
+        "gflops_per_image": round((flops_per_image(stage1) + flops_per_image(stage2)) / 1e9, 3),
+        "stage1_from": None if stage1_file.exists() else str(args.base),
+        "stage1_fine_tuned_from": str(args.base) if stage1_file.exists() else None,
+        "config": {**stage1_config, "segment": {**stage2_config, "cup_threshold": 0.5, "convex": True}},
+        "test_metrics": {},
+    }
+    card = ModelCard.from_dict(document)
+    locate = lambda batch: stage1(batch, training=False).numpy()  # noqa: E731
+    segment = lambda batch: stage2(batch, training=False).numpy()  # noqa: E731
+    for folder in args.data.split(","):
+        started = time.perf_counter()
+        scores = evaluate_two_stage(locate, segment, folder, "test", card.two_stage())
+        document["test_metrics"][Path(folder).name] = scores
+        print(f"{Path(folder).name}: {json.dumps(scores)} ({time.perf_counter() - started:.0f} s)", flush=True)
+    version = publish(stage1, document, args.repo, "optic-disc", segment_model=stage2)
+    print(f"published {args.repo}/optic-disc/{version}: {read_card(args.repo, 'optic-disc', version).pipeline}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=("1", "2", "export"), required=True)
+    parser.add_argument("--repo", default="runs/two-stage/models", help="export: the model repository to publish into")
+    parser.add_argument("--out", default="runs/two-stage")
+    parser.add_argument("--data", default="../shared/data/drishti-gs1,../shared/data/rim-one-dl")
+    parser.add_argument("--base", default="models/optic-disc/1", help="stage 1: the whole-image version to fine-tune")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    from fundus_seg.quiet_tensorflow import load_tensorflow
+
+    load_tensorflow(verbose=False)
+    {"1": stage1, "2": stage2, "export": export}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()

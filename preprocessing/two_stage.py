@@ -1,0 +1,221 @@
+"""The two-stage pipeline around its model calls: locate the disc on the whole image, segment disc
+and cup on a crop around it, map both back onto the original pixel grid. Shared verbatim by
+evaluation, the in-process benchmark and the serving transformer (which puts a predictor call
+where this module takes a function), so all of them answer the same masks.
+
+    stage 1  locate_input(rgb) -> 128 x 128 input            (the paper's whole-image preprocessing)
+             read_location(probability, box) -> Location     (centre, diameter, how sure)
+    stage 2  segment_input(rgb, location) -> crop input       (a square of `multiple` x diameter)
+             refine(probability, square) -> Location | None  (the second look: recentre when the crop
+                                                              shows the disc elsewhere or at another size)
+             finish(probability, square, ...) -> TwoStageAnswer (disc, cup, measurements, confidence)
+
+`segment_image` runs the whole pipeline with two numpy functions (one per signature).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from preprocessing.confidence import Confidence, FieldOfView, StageAgreement, assess, field_of_view
+from preprocessing.disc_crop import (
+    DiscCropConfig,
+    SquareBox,
+    disc_center_and_diameter,
+    prepare_crop,
+    restore_crop,
+)
+from preprocessing.measurements import Laterality, Measurements, measure
+from preprocessing.postprocess import fill_holes, largest_component, postprocess_mask
+from preprocessing.transform import CropBox, PreprocessConfig, preprocess_image, restore_probability
+
+LocateFn = Callable[[np.ndarray], np.ndarray]  # N x 128 x 128 x 3 -> N x 128 x 128 x 1
+SegmentFn = Callable[[np.ndarray], np.ndarray]  # N x S x S x 3 -> N x S x S x 2 (disc, cup)
+
+SECOND_LOOK_SHIFT = 0.12  # diameters: a crop this far off-centre is cut again around what stage 2 saw
+SECOND_LOOK_SCALE = (0.85, 1.18)  # stage 2's diameter over the crop's: outside this, cut again
+NO_DISC_DIAMETER = 0.15  # of the field of view's width: where to look when stage 1 finds nothing
+
+
+@dataclass(frozen=True)
+class TwoStageConfig:
+    """What a two-stage version's card says about its pipeline."""
+
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    crop: DiscCropConfig = field(default_factory=DiscCropConfig)
+    threshold: float = 0.5
+    cup_threshold: float = 0.5
+    convex: bool = True
+    """Disc and cup are each replaced by their convex hull: the shapes an ophthalmologist draws (an optic disc
+    and its cup are convex; a vessel crossing the rim no longer notches the mask)."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where stage 1 (or a second look) put the disc, in original pixels."""
+
+    center_x: float
+    center_y: float
+    diameter: float
+    peak: float  # the highest disc probability stage 1 gave anywhere
+    found: bool  # False: nothing crossed the threshold; the centre is the peak, the diameter a guess
+    candidates: int = 1  # components above threshold of at least a tenth of the largest's area
+    mean_probability: float = 1.0  # mean probability inside the thresholded disc
+
+
+@dataclass
+class TwoStageAnswer:
+    disc: np.ndarray  # H x W bool
+    cup: np.ndarray  # H x W bool, inside the disc
+    located: Location  # stage 1's
+    square: SquareBox  # the crop stage 2 answered on (after any second look)
+    second_look: bool
+    measurements: Measurements | None  # None when there is no disc
+    confidence: Confidence
+
+
+def locate_input(rgb: np.ndarray, config: TwoStageConfig) -> tuple[np.ndarray, CropBox]:
+    return preprocess_image(rgb, config.preprocess)
+
+
+def read_location(probability: np.ndarray, box: CropBox, threshold: float = 0.5) -> Location:
+    """Stage 1's map -> the disc's centre and diameter on the original grid."""
+    small = np.asarray(probability, np.float32).reshape(probability.shape[0], probability.shape[1])
+    size_y, size_x = small.shape
+    scale_x, scale_y = (box.x1 - box.x0) / size_x, (box.y1 - box.y0) / size_y
+    binary = (small >= threshold).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    peak = float(small.max()) if small.size else 0.0
+    if count <= 1:
+        y, x = np.unravel_index(int(np.argmax(small)), small.shape)
+        guess = NO_DISC_DIAMETER * (box.x1 - box.x0)
+        return Location(box.x0 + (x + 0.5) * scale_x, box.y0 + (y + 0.5) * scale_y, guess, peak, False, 0, peak)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    largest = 1 + int(np.argmax(areas))
+    component = labels == largest
+    weights = np.where(component, small, 0.0)
+    cx, cy, _ = disc_center_and_diameter(weights)
+    area_px = float(component.sum()) * scale_x * scale_y
+    return Location(
+        center_x=box.x0 + (cx + 0.5) * scale_x,
+        center_y=box.y0 + (cy + 0.5) * scale_y,
+        diameter=2.0 * math.sqrt(area_px / math.pi),
+        peak=peak,
+        found=True,
+        candidates=int((areas >= 0.1 * areas.max()).sum()),
+        mean_probability=float(small[component].mean()),
+    )
+
+
+def square_for(location: Location, height: int, width: int, config: TwoStageConfig) -> SquareBox:
+    return SquareBox.for_disc(height, width, location.center_x, location.center_y, location.diameter, config.crop)
+
+
+def segment_input(rgb: np.ndarray, location: Location, config: TwoStageConfig) -> tuple[np.ndarray, SquareBox]:
+    square = square_for(location, rgb.shape[0], rgb.shape[1], config)
+    return prepare_crop(rgb, square, config.crop, config.preprocess), square
+
+
+def _crop_disc(probability: np.ndarray, threshold: float) -> np.ndarray:
+    return postprocess_mask(np.asarray(probability)[..., 0], threshold)
+
+
+def refine(probability: np.ndarray, square: SquareBox, previous: Location, config: TwoStageConfig) -> Location | None:
+    """The second look: the disc stage 2 saw, when it is off the crop's centre or of another size than the crop
+    assumed; None when the crop was right (or stage 2 saw no disc, which `finish` reports)."""
+    disc = _crop_disc(probability, config.threshold)
+    seen = disc_center_and_diameter(disc)
+    if seen is None:
+        return None
+    cx, cy, diameter = seen
+    scale = square.side / disc.shape[0]
+    center_x, center_y = square.x0 + (cx + 0.5) * scale, square.y0 + (cy + 0.5) * scale
+    diameter *= scale
+    expected = square.side / config.crop.multiple
+    shift = math.hypot(center_x - square.center[0], center_y - square.center[1]) / max(diameter, 1.0)
+    ratio = diameter / expected
+    if shift <= SECOND_LOOK_SHIFT and SECOND_LOOK_SCALE[0] <= ratio <= SECOND_LOOK_SCALE[1]:
+        return None
+    return Location(center_x, center_y, diameter, previous.peak, previous.found, previous.candidates,
+                    previous.mean_probability)
+
+
+def convex(mask: np.ndarray) -> np.ndarray:
+    """The mask's convex hull (one component in, one out), computed inside its bounding box."""
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    if not (w and h):
+        return mask.astype(bool)
+    contours, _ = cv2.findContours(mask[y : y + h, x : x + w].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.convexHull(np.concatenate(contours))
+    out = np.zeros(mask.shape, np.uint8)
+    cv2.fillPoly(out[y : y + h, x : x + w], [hull], 1)
+    return out.astype(bool) | mask.astype(bool)
+
+
+def masks_from(probability: np.ndarray, square: SquareBox, config: TwoStageConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 2's crop map -> (disc, cup) on the original grid: one hole-free disc, one hole-free cup inside it."""
+    full = restore_crop(probability, square)  # H x W x 2, zero outside the square
+    disc = postprocess_mask(full[..., 0], config.threshold)
+    if config.convex:
+        disc = convex(disc)
+    x, y, w, h = cv2.boundingRect(disc.astype(np.uint8))
+    cup = np.zeros(disc.shape, bool)
+    if w and h:
+        window = np.s_[y : y + h, x : x + w]
+        inside = (full[..., 1][window] >= config.cup_threshold) & disc[window]
+        if inside.any():
+            cup_part = fill_holes(largest_component(inside))
+            if config.convex:
+                cup_part = convex(cup_part) & disc[window]
+            cup[window] = cup_part
+    return disc, cup
+
+
+def finish(probability: np.ndarray, square: SquareBox, located: Location, final: Location, second_look: bool,
+           fov: FieldOfView, config: TwoStageConfig, laterality: Laterality | None = None) -> TwoStageAnswer:
+    disc, cup = masks_from(probability, square, config)
+    measurements = measure(disc, cup, laterality) if disc.any() else None
+    geometry = disc_center_and_diameter(disc)
+    agreement = None
+    if geometry is not None:
+        cx, cy, diameter = geometry
+        agreement = StageAgreement(
+            shift=math.hypot(cx - located.center_x, cy - located.center_y) / max(diameter, 1.0),
+            scale=diameter / max(located.diameter, 1.0),
+        )
+    confidence = assess(located, disc, np.asarray(probability), square, agreement, fov, config.crop.multiple)
+    return TwoStageAnswer(disc, cup, located, square, second_look, measurements, confidence)
+
+
+def segment_image(rgb: np.ndarray, locate: LocateFn, segment: SegmentFn, config: TwoStageConfig = TwoStageConfig(),
+                  laterality: Laterality | None = None) -> TwoStageAnswer:
+    """The whole pipeline on one decoded image, with one function per model stage."""
+    stage1, box = locate_input(rgb, config)
+    located = read_location(locate(stage1[None])[0], box, config.threshold)
+    fov = field_of_view(stage1, box)
+    crop, square = segment_input(rgb, located, config)
+    probability = segment(crop[None])[0]
+    final, looked_again = located, False
+    if (better := refine(probability, square, located, config)) is not None:
+        final, looked_again = better, True
+        crop, square = segment_input(rgb, final, config)
+        probability = segment(crop[None])[0]
+    return finish(probability, square, located, final, looked_again, fov, config, laterality)
+
+
+def finish_single_stage(probability: np.ndarray, box: CropBox, stage1_input: np.ndarray, threshold: float = 0.5,
+                        laterality: Laterality | None = None) -> TwoStageAnswer:
+    """A single-stage (the paper's) version's answer in the same form: its disc at full resolution, no cup (so no
+    measurements), and a confidence from the checks that need no second stage."""
+    located = read_location(probability, box, threshold)
+    disc = postprocess_mask(restore_probability(probability, box), threshold)
+    fov = field_of_view(stage1_input, box)
+    square = SquareBox.for_disc(box.height, box.width, located.center_x, located.center_y, located.diameter, DiscCropConfig())
+    crop_probability = np.asarray(probability, np.float32).reshape(probability.shape[0], probability.shape[1], 1)
+    confidence = assess(located, disc, crop_probability, square, None, fov, DiscCropConfig().multiple,
+                        check_crop_edge=False)
+    return TwoStageAnswer(disc, np.zeros_like(disc), located, square, False, None, confidence)

@@ -1,0 +1,137 @@
+"""Stage 2's training data: disc-centred crops with the jitter stage 1 will really produce.
+
+Every training image is cut once around its EXPERT disc (the same `SquareBox.for_disc` rule serving
+applies to the located disc) with extra context, and kept as uint8. Each step then draws a fresh
+crop from it: the centre shifted and the side scaled as stage 1's errors would, rotated and
+flipped, then the instrument augmentation (`preprocessing.photometric`) and the shared contrast
+step. The model therefore sees, in training, exactly what serving feeds it from a located disc.
+
+Datasets are mixed as the paper mixes them (each drawn equally often, whatever its size).
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from preprocessing.datasets import Record, read_manifest
+from preprocessing.decode import decode_image, decode_mask
+from preprocessing.disc_crop import DiscCropConfig, SquareBox, crop_resized, disc_center_and_diameter
+from preprocessing.errors import DatasetError
+from preprocessing.photometric import PhotometricConfig, photometric_augment
+from preprocessing.transform import PreprocessConfig, equalise
+from training_job.config import CropJitter
+
+CONTEXT = 1.75
+"""Each stored crop is this much larger than the model's view, so shifts, zoom-outs and rotations stay on real pixels."""
+
+
+@dataclass
+class CropSamples:
+    """One dataset split's crops around the expert disc, at CONTEXT x the model's view."""
+
+    name: str
+    images: np.ndarray  # N x C x C x 3 uint8
+    masks: np.ndarray  # N x C x C x 2 float32: disc, cup (cup inside disc; 0 where unannotated)
+    has_cup: np.ndarray  # N bool
+    records: list[Record]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def context_size(crop: DiscCropConfig) -> int:
+    return int(math.ceil(crop.size * CONTEXT / 2)) * 2
+
+
+def _load(record: Record, crop: DiscCropConfig) -> tuple[np.ndarray, np.ndarray, bool]:
+    image = decode_image(record.image.read_bytes())
+    disc = decode_mask(record.disc_mask.read_bytes())
+    cup = decode_mask(record.cup_mask.read_bytes()) & disc if record.cup_mask is not None else np.zeros_like(disc)
+    located = disc_center_and_diameter(disc)
+    if located is None:
+        raise DatasetError(f"id {record.id}: disc mask is empty")
+    cx, cy, diameter = located
+    size = context_size(crop)
+    box = SquareBox.around(disc.shape[0], disc.shape[1], cx, cy, diameter * crop.multiple * CONTEXT)
+    masks = np.stack([disc, cup], axis=-1).astype(np.float32)
+    return crop_resized(image, box, size), crop_resized(masks, box, size), record.cup_mask is not None
+
+
+def load_crops(folder: str | Path, split: str | None, crop: DiscCropConfig = DiscCropConfig()) -> CropSamples:
+    folder = Path(folder)
+    records = [r for r in read_manifest(folder) if split is None or r.split == split]
+    if not records:
+        raise DatasetError(f"{folder}: no rows with split {split!r}")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        loaded = list(pool.map(lambda r: _load(r, crop), records))
+    return CropSamples(folder.name, np.stack([x[0] for x in loaded]), np.stack([x[1] for x in loaded]),
+                       np.array([x[2] for x in loaded]), records)
+
+
+def jitter_matrix(rng: np.random.Generator, context: int, size: int, crop: DiscCropConfig, jitter: CropJitter) -> np.ndarray:
+    """2 x 3 affine map from output pixel indices to context-crop pixel indices (cv2's WARP_INVERSE_MAP)."""
+    scale = math.exp(rng.uniform(math.log(jitter.scale[0]), math.log(jitter.scale[1])))
+    theta = math.radians(rng.uniform(-jitter.rotation_deg, jitter.rotation_deg))
+    flip = -1.0 if jitter.horizontal_flip and rng.random() < 0.5 else 1.0
+    diameter = size / crop.multiple  # the disc's diameter in output pixels, before the scale error
+    shift = rng.uniform(-jitter.shift, jitter.shift, size=2) * diameter
+    linear = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]]) / scale
+    linear = linear @ np.diag([flip, 1.0])
+    out_center, in_center = size / 2.0, context / 2.0
+    offset = in_center + shift - 0.5 - linear @ np.array([out_center - 0.5, out_center - 0.5])
+    return np.hstack([linear, offset[:, None]])
+
+
+class CropSampler:
+    """Draws augmented (input, target) pairs; thread-safe per instance only if used from one thread."""
+
+    def __init__(self, datasets: list[CropSamples], crop: DiscCropConfig, preprocess: PreprocessConfig,
+                 jitter: CropJitter = CropJitter(), photometric: PhotometricConfig = PhotometricConfig(), seed: int = 0):
+        if not datasets or not all(len(d) for d in datasets):
+            raise DatasetError("no training data")
+        self.datasets, self.crop, self.preprocess = datasets, crop, preprocess
+        self.jitter, self.photometric = jitter, photometric
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray, float]:
+        data = self.datasets[int(self.rng.integers(len(self.datasets)))]
+        index = int(self.rng.integers(len(data)))
+        size, context = self.crop.size, data.images.shape[1]
+        matrix = jitter_matrix(self.rng, context, size, self.crop, self.jitter)
+        warp = lambda a: cv2.warpAffine(a, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,  # noqa: E731
+                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        image = photometric_augment(warp(data.images[index]), self.rng, self.photometric)
+        return equalise(image, self.preprocess), warp(data.masks[index]), float(data.has_cup[index])
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs N x S x S x 3, targets N x S x S x 3: disc, cup, and a cup-annotated flag plane (the loss skips
+        the cup where a dataset has no cup masks)."""
+        drawn = [self.sample() for _ in range(n)]
+        size = self.crop.size
+        targets = np.concatenate([np.stack([d[1] for d in drawn]),
+                                  np.broadcast_to(np.array([d[2] for d in drawn], np.float32)[:, None, None, None],
+                                                  (n, size, size, 1))], axis=-1)
+        return np.stack([d[0] for d in drawn]), np.ascontiguousarray(targets, np.float32)
+
+
+def crop_pipeline(sampler_factory, batch_size: int, workers: int = 2):
+    """A tf.data pipeline of augmented batches drawn by `workers` independent samplers (OpenCV releases the GIL)."""
+    import tensorflow as tf
+
+    size = sampler_factory(0).crop.size
+    signature = (tf.TensorSpec([batch_size, size, size, 3], tf.float32), tf.TensorSpec([batch_size, size, size, 3], tf.float32))
+
+    def generator(worker):
+        sampler = sampler_factory(int(worker))
+        while True:
+            yield sampler.batch(batch_size)
+
+    return (tf.data.Dataset.range(workers)
+            .interleave(lambda w: tf.data.Dataset.from_generator(generator, output_signature=signature, args=(w,)),
+                        cycle_length=workers, num_parallel_calls=workers, deterministic=False)
+            .prefetch(4))
