@@ -16,7 +16,7 @@ A rollout has three moves, the same everywhere:
 Where the traffic is split (a *target*):
 
 * an InferenceService, ``serving/rollout/kserve.py``: KServe moves the traffic
-  (``canaryTrafficPercent`` in Serverless mode, ``spec.canary`` in Standard mode);
+  (``canaryTrafficPercent``, Knative mode; Standard mode runs no canaries: ``start`` refuses);
 * the one-machine default, ``serving/rollout/local.py``: our predictor serves S and C under the
   TF Serving version labels ``stable`` and ``canary`` and the transformer splits requests by
   percent. Local file contract (both files in the model repository root, written atomically,

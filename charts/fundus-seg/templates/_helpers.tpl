@@ -84,16 +84,23 @@ affinity:
 {{- end }}
 {{- end }}
 
+{{/* The deployment mode as KServe >= 0.16 names it (and writes into status.deploymentMode):
+Knative or Standard; the legacy Serverless and RawDeployment are translated. Empty: the cluster's. */}}
+{{- define "fundus-seg.deploymentMode" -}}
+{{- $mode := .Values.inferenceService.deploymentMode | default "" }}
+{{- get (dict "Serverless" "Knative" "RawDeployment" "Standard") $mode | default $mode }}
+{{- end }}
+
 {{/* Refuse autoscaling metrics the deployment mode cannot use (KServe rejects them later, less clearly). */}}
 {{- define "fundus-seg.checkScaling" -}}
-{{- $mode := .Values.inferenceService.deploymentMode }}
+{{- $mode := include "fundus-seg.deploymentMode" . }}
 {{- $hpa := eq (get .Values.inferenceService.annotations "serving.kserve.io/autoscalerClass" | default "") "hpa" }}
 {{- range $component := list "predictor" "transformer" }}
 {{- $metric := (get $.Values $component).scaleMetric }}
-{{- if and (eq $mode "Serverless") (not $hpa) (has $metric (list "cpu" "memory")) }}
-{{- fail (printf "%s.scaleMetric=%s needs the HPA autoscaler in Serverless mode: use concurrency or rps, or annotate serving.kserve.io/autoscalerClass: hpa" $component $metric) }}
+{{- if and (eq $mode "Knative") (not $hpa) (has $metric (list "cpu" "memory")) }}
+{{- fail (printf "%s.scaleMetric=%s needs the HPA autoscaler in Knative mode: use concurrency or rps, or annotate serving.kserve.io/autoscalerClass: hpa" $component $metric) }}
 {{- end }}
-{{- if and (has $mode (list "Standard" "RawDeployment")) (has $metric (list "concurrency" "rps")) }}
+{{- if and (eq $mode "Standard") (has $metric (list "concurrency" "rps")) }}
 {{- fail (printf "%s.scaleMetric=%s is Knative-only; Standard mode scales on cpu or memory" $component $metric) }}
 {{- end }}
 {{- end }}
