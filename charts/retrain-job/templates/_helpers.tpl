@@ -50,12 +50,29 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* The image: `image.tag`, or the appVersion with the accelerator's build suffix (Dockerfile.training
+VARIANT: `-gpu`, `-tpu`; none for cpu). */}}
 {{- define "retrain-job.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $suffix := ternary "" (printf "-%s" .Values.accelerator) (eq .Values.accelerator "cpu") }}
+{{- printf "%s:%s" .Values.image.repository (default (printf "%s%s" .Chart.AppVersion $suffix) .Values.image.tag) }}
 {{- end }}
 
+{{/* The run id as the containers see it: `training.runId`, or `$(RUN_ID)` -- the Job's uid, which
+the kubelet expands from the RUN_ID env var (see retrain-job.runIdEnv). */}}
 {{- define "retrain-job.runId" -}}
-{{- default (printf "%s-%d" .Release.Name .Release.Revision) .Values.training.runId }}
+{{- default "$(RUN_ID)" .Values.training.runId }}
+{{- end }}
+
+{{/* RUN_ID: the Job's uid (the pod label the Job controller sets, Kubernetes >= 1.27), the same for
+every retried pod of the Job and never the same for two Jobs -- not even after an uninstall and
+install, which restarts the release revisions at 1. */}}
+{{- define "retrain-job.runIdEnv" -}}
+{{- if not .Values.training.runId }}
+- name: RUN_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.labels['batch.kubernetes.io/controller-uid']
+{{- end }}
 {{- end }}
 
 {{- define "retrain-job.rolloutNamespace" -}}
