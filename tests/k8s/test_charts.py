@@ -1,6 +1,8 @@
 """Helm charts: lint, render and validate every chart with its defaults and every preset."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.k8s.manifests import CASES, CHARTS, IDS, REPO, assert_valid, by_kind, one, render, run_tool, values_args
@@ -114,17 +116,99 @@ def test_deployment_mode_annotation(k8s_tools):
     assert "annotations" not in isvc["metadata"]
 
 
+@pytest.mark.parametrize("given,written", [("Knative", "Knative"), ("Serverless", "Knative"),
+                                           ("Standard", "Standard"), ("RawDeployment", "Standard")])
+def test_deployment_mode_is_written_with_the_names_of_kserve_0_16(k8s_tools, given, written):
+    """KServe >= 0.16 names the modes Knative and Standard (pkg/constants/constants.go:
+    `LegacyServerless`, `LegacyRawDeployment` are the deprecated spellings) and keeps the new name
+    in status.deploymentMode; the chart writes the new name so annotation and status agree."""
+    isvc = one(render(k8s_tools, "fundus-seg", sets={"inferenceService.deploymentMode": given}), "InferenceService")
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == written
+
+
+def tensorflow_release() -> str:
+    """The TensorFlow the training image installs (the lock)."""
+    (line,) = [line for line in (REPO / "docker" / "constraints.txt").read_text().splitlines()
+               if line.startswith("tensorflow==")]
+    return line.split("==", 1)[1].strip()
+
+
+def test_tf_serving_runs_the_training_tensorflow_release(k8s_tools):
+    """KServe's kserve-tensorflow-serving runtime runs `tensorflow/serving:2.6.2` unless the
+    InferenceService sets `runtimeVersion` (config/runtimes/kustomization.yaml upstream:
+    tensorflow-serving:replace -> newTag 2.6.2; ../shared/schemas/README.md); a SavedModel
+    exported by a newer TensorFlow uses ops 2.6 does not know. Chart and kustomize base both pin
+    the locked TensorFlow release."""
+    release = tensorflow_release()
+    chart = one(render(k8s_tools, "fundus-seg"), "InferenceService")["spec"]["predictor"]["model"]
+    assert chart["runtimeVersion"] == release
+    from tests.k8s.manifests import build
+
+    plain = one(build(k8s_tools, "cpu"), "InferenceService")["spec"]["predictor"]["model"]
+    assert str(plain["runtimeVersion"]) == release
+
+
+def test_predictor_bounds_grpc_connection_age(k8s_tools):
+    """Standard mode: the transformer's one HTTP/2 channel to the ClusterIP Service would stay on
+    one predictor pod. TF Serving's `--grpc_channel_arguments` ("A comma separated list of
+    arguments to be passed to the grpc server. (e.g. grpc.max_connection_age_ms=2000)",
+    tensorflow_serving/model_servers/main.cc) bounds the connection age; the InferenceService's
+    model args are appended to the runtime's (KServe's MergeRuntimeContainers)."""
+    model = one(render(k8s_tools, "fundus-seg"), "InferenceService")["spec"]["predictor"]["model"]
+    assert model["args"] == ["--grpc_channel_arguments=grpc.max_connection_age_ms=30000,"
+                             "grpc.max_connection_age_grace_ms=60000"]
+    model = one(render(k8s_tools, "fundus-seg", sets={"predictor.grpcMaxConnectionAgeSeconds": "0"}),
+                "InferenceService")["spec"]["predictor"]["model"]
+    assert "args" not in model
+
+
+def test_charts_state_the_supported_kserve_range():
+    """Both charts say which KServe releases they support, and the CRDs the tests validate
+    against are all inside it (the oldest one is its lower bound: storageUris needs v0.16.0)."""
+    import yaml
+
+    from tests.k8s.manifests import ISVC_CRDS
+
+    for chart in CHARTS:
+        annotations = yaml.safe_load((REPO / "charts" / chart / "Chart.yaml").read_text())["annotations"]
+        assert annotations["fundus-seg.io/kserve-versions"] == ">=0.16.0 <0.22.0", chart
+    assert next(iter(ISVC_CRDS)) == "v0.16.0"
+    docs = (REPO / "docs" / "KUBERNETES.md").read_text()
+    assert "KServe 0.16 to 0.21" in docs
+
+
 def test_storage_credentials_secret_is_attached_to_the_service_account(k8s_tools):
     objects = render(k8s_tools, "fundus-seg", REPO / "charts/fundus-seg/ci/minio-values.yaml")
     secret, account = one(objects, "Secret"), one(objects, "ServiceAccount")
     assert account["secrets"] == [{"name": secret["metadata"]["name"]}]
     assert secret["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"] == "minio.minio.svc.cluster.local:9000"
     assert secret["metadata"]["annotations"]["serving.kserve.io/s3-usehttps"] == "0"
-    assert set(secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert secret["stringData"] == {"AWS_ACCESS_KEY_ID": "minioadmin", "AWS_SECRET_ACCESS_KEY": "minioadmin",
+                                    "AWS_ENDPOINT_URL": "http://minio.minio.svc.cluster.local:9000",
+                                    "AWS_REGION": "us-east-1"}
     # Workload identity: no Secret, annotated ServiceAccount.
     objects = render(k8s_tools, "fundus-seg", REPO / "charts/fundus-seg/ci/workload-identity-values.yaml")
     assert not by_kind(objects, "Secret")
     assert "eks.amazonaws.com/role-arn" in one(objects, "ServiceAccount")["metadata"]["annotations"]
+
+
+def test_the_serving_secret_gives_the_retrain_job_its_endpoint(k8s_tools):
+    """One Secret for both charts: every key the retrain Job reads from `storage.existingSecret`
+    is where charts/fundus-seg's Secret puts it -- the S3 endpoint included, which KServe reads
+    from the annotation and boto3 (training, the rollout gate) from AWS_ENDPOINT_URL."""
+    secret = one(render(k8s_tools, "fundus-seg", REPO / "charts/fundus-seg/ci/minio-values.yaml"), "Secret")
+    job = one(render(k8s_tools, "retrain-job", sets={"storage.existingSecret": secret["metadata"]["name"]}), "Job")
+    for name in ("train",):
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container(job["spec"]["template"]["spec"], name)["env"]
+                if "secretKeyRef" in e.get("valueFrom", {})}
+        assert set(refs) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"}
+        for ref in refs.values():
+            assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"], ref
+    # and the retrain chart's own Secret has the same layout
+    own = one(render(k8s_tools, "retrain-job", sets={"storage.createSecret": "true", "storage.accessKeyId": "a",
+                                                     "storage.secretAccessKey": "b",
+                                                     "storage.endpointUrl": "http://minio:9000"}), "Secret")
+    assert own["stringData"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
 
 
 def test_a_broken_isvc_fails_validation(k8s_tools):
@@ -137,6 +221,8 @@ def test_a_broken_isvc_fails_validation(k8s_tools):
     isvc["spec"]["predictor"]["minReplicas"] = "one"
     problems = validation_errors(isvc)
     assert any("mountpath" in p for p in problems) and any("minReplicas" in p for p in problems), problems
+    for release in ("v0.16.0", "v0.20.0", "main"):  # each supported release is checked
+        assert any(f"(KServe {release})" in p for p in problems), (release, problems)
 
 
 def test_unknown_kinds_fail_validation():
@@ -166,7 +252,8 @@ def arg(args, flag):
 
 def test_job_defaults(k8s_tools):
     job = one(render(k8s_tools, "retrain-job", release="nightly"), "Job")
-    assert job["metadata"]["name"] == "nightly-retrain-job-1"
+    assert re.fullmatch(r"nightly-retrain-job-1-[a-z0-9]{5}", job["metadata"]["name"]), job["metadata"]["name"]
+    assert job["metadata"]["labels"]["fundus-seg.io/release-revision"] == "1"
     spec = job["spec"]
     assert spec["backoffLimit"] == 2 and spec["activeDeadlineSeconds"] == 86400
     assert spec["ttlSecondsAfterFinished"] == 604800
@@ -182,8 +269,11 @@ def test_job_defaults(k8s_tools):
     assert arg(args, "--mode") == "full" and "--base-version" not in args
     assert arg(args, "--data") == "s3://fundus-seg/datasets/drishti-gs1,s3://fundus-seg/datasets/rim-one-dl"
     assert arg(args, "--model-repo") == "s3://fundus-seg/models" and arg(args, "--model-name") == "optic-disc"
-    assert arg(args, "--accelerator") == "cpu" and arg(args, "--run-id") == "nightly-1"
+    assert arg(args, "--accelerator") == "cpu" and arg(args, "--run-id") == "$(RUN_ID)"
+    assert {e["name"]: e for e in train["env"]}["RUN_ID"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/controller-uid']"}}
     assert "--config" not in args
+    assert train["image"] == "ghcr.io/fundus-seg/fundus-seg:0.1.0"
     assert not any(key.startswith(("nvidia.com", "google.com")) for key in train["resources"].get("limits", {}))
 
 
@@ -206,7 +296,11 @@ def test_incremental_with_rollout(k8s_tools):
 
     rollout = container(pod, "rollout")
     assert rollout["command"] == ["fundus-seg", "rollout", "start"]
-    assert arg(rollout["args"], "--run-id") == arg(train["args"], "--run-id")
+    assert arg(rollout["args"], "--run-id") == arg(train["args"], "--run-id") == "$(RUN_ID)"
+    assert {e["name"]: e for e in rollout["env"]}["RUN_ID"] == {e["name"]: e for e in train["env"]}["RUN_ID"]
+    # a refused rollout (gate, Standard mode, RBAC: exit 2) fails the Job once, no retraining
+    assert {"action": "FailJob", "onExitCodes": {"containerName": "rollout", "operator": "In", "values": [2]}} \
+        in job["spec"]["podFailurePolicy"]["rules"]
     assert arg(rollout["args"], "--isvc") == "optic-disc" and arg(rollout["args"], "--namespace") == "fundus-seg"
     assert arg(rollout["args"], "--percent") == "10" and arg(rollout["args"], "--tolerance") == "0.01"
     role, binding = one(objects, "Role"), one(objects, "RoleBinding")
@@ -217,13 +311,14 @@ def test_incremental_with_rollout(k8s_tools):
 
 
 @pytest.mark.parametrize("preset,selector", [
-    ("gpu-gke", {"cloud.google.com/gke-accelerator": "nvidia-l4"}),
+    ("gpu-gke", {"cloud.google.com/gke-accelerator": "nvidia-l4", "node.kubernetes.io/instance-type": "g2-standard-4"}),
     ("gpu-eks", {"eks.amazonaws.com/nodegroup": "gpu", "node.kubernetes.io/instance-type": "g6.xlarge"}),
 ])
 def test_gpu_presets(k8s_tools, preset, selector):
     job = one(render(k8s_tools, "retrain-job", REPO / f"charts/retrain-job/ci/{preset}-values.yaml"), "Job")
     pod = job["spec"]["template"]["spec"]
     train = container(pod, "train")
+    assert train["image"] == "ghcr.io/fundus-seg/fundus-seg:0.1.0-gpu"
     assert train["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod["nodeSelector"] == selector
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
@@ -235,6 +330,7 @@ def test_tpu_preset(k8s_tools):
     job = one(render(k8s_tools, "retrain-job", REPO / "charts/retrain-job/ci/tpu-gke-values.yaml"), "Job")
     pod = job["spec"]["template"]["spec"]
     train = container(pod, "train")
+    assert train["image"] == "ghcr.io/fundus-seg/fundus-seg:0.1.0-tpu"  # Dockerfile.training VARIANT=tpu
     assert train["resources"]["limits"]["google.com/tpu"] == 4 == train["resources"]["requests"]["google.com/tpu"]
     assert pod["nodeSelector"] == {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
                                    "cloud.google.com/gke-tpu-topology": "2x2", "cloud.google.com/gke-spot": "true"}
@@ -242,12 +338,96 @@ def test_tpu_preset(k8s_tools):
     assert arg(train["args"], "--accelerator") == "tpu"
 
 
-def test_each_revision_launches_a_new_job():
-    """`helm upgrade` bumps .Release.Revision; Jobs are immutable, so the name carries it
-    (`helm template` always renders revision 1: see test_job_defaults)."""
+def test_each_revision_launches_a_new_job_and_keeps_the_old_ones(k8s_tools):
+    """`helm upgrade` bumps .Release.Revision; Jobs are immutable, so the name carries it, plus a
+    random suffix (revisions restart at 1 after an uninstall, and the kept Jobs stay). Helm
+    deletes what the new manifest no longer has -- the previous revision's Job, a running
+    training with its logs -- unless it is annotated `helm.sh/resource-policy: keep`
+    (helm pkg/kube/client.go, `Update`: "Skipping delete ... due to annotation")."""
     template = (REPO / "charts" / "retrain-job" / "templates" / "job.yaml").read_text()
     metadata = template.split("kind: Job", 1)[1].split("spec:", 1)[0]
-    assert ".Release.Revision" in metadata.split("name:", 1)[1].splitlines()[0]
+    name = metadata.split("name:", 1)[1].splitlines()[0]
+    assert ".Release.Revision" in name and "randAlphaNum" in name
+    names = set()
+    for _ in range(2):
+        job = one(render(k8s_tools, "retrain-job"), "Job")
+        assert job["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        names.add(job["metadata"]["name"])
+    assert len(names) == 2
+    assert len(max(names, key=len)) <= 63
+
+
+# Allocatable of the node types the presets pin, from the providers' reservation formulas
+# (GKE: "Plan GKE Standard node sizes"; EKS AMI: kube-reserved 80m CPU on 4 cores, 255Mi + 11Mi x
+# max pods memory, 100Mi eviction), less a margin for DaemonSets (logging, metrics, GPU device
+# plugin): what a Job's requests may use. (cpu cores, memory GiB)
+NODE_ALLOCATABLE = {
+    "g2-standard-4": (3.92 - 0.5, 13.3 - 1.0),   # GKE, 4 vCPU / 16 GB, 1 x L4
+    "g6.xlarge": (3.92 - 0.5, 14.5 - 1.0),       # EKS, 4 vCPU / 16 GiB, 1 x L4
+    "ct5lp-hightpu-4t": (111.8 - 1.0, 185.0 - 2.0),  # GKE TPU v5e 2x2, 112 vCPU / 192 GB
+}
+TPU_MACHINES = {("tpu-v5-lite-podslice", "2x2"): "ct5lp-hightpu-4t"}
+
+
+def quantity(value) -> float:
+    """A Kubernetes quantity as cores or GiB."""
+    text = str(value)
+    for suffix, factor in (("Gi", 1.0), ("Mi", 1 / 1024), ("m", 1 / 1000)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+@pytest.mark.parametrize("preset", ["gpu-gke", "gpu-eks", "tpu-gke"])
+def test_preset_requests_fit_the_pinned_node_type(k8s_tools, preset):
+    """A pod whose requests exceed the node's allocatable is Pending forever: 4 CPU / 16 GiB on a
+    4-vCPU/16-GiB node never fits."""
+    pod = one(render(k8s_tools, "retrain-job", REPO / f"charts/retrain-job/ci/{preset}-values.yaml"),
+              "Job")["spec"]["template"]["spec"]
+    selector = pod["nodeSelector"]
+    machine = selector.get("node.kubernetes.io/instance-type") or TPU_MACHINES[
+        (selector["cloud.google.com/gke-tpu-accelerator"], selector["cloud.google.com/gke-tpu-topology"])]
+    cpu, memory = NODE_ALLOCATABLE[machine]
+    resources = container(pod, "train")["resources"]
+    assert quantity(resources["requests"]["cpu"]) <= cpu, (machine, resources)
+    assert quantity(resources["requests"]["memory"]) <= memory, (machine, resources)
+    assert quantity(resources["limits"]["memory"]) <= memory + 1.0, (machine, resources)
+
+
+def preset_uris(values: dict) -> list[str]:
+    training = {**{"data": [], "modelRepo": "s3://fundus-seg/models"}, **(values.get("training") or {})}
+    return [*training["data"], training["modelRepo"], training.get("checkpointDir") or "s3://"]
+
+
+@pytest.mark.parametrize("values", sorted((REPO / "charts" / "retrain-job" / "ci").glob("*-values.yaml")),
+                         ids=lambda p: p.name)
+def test_presets_use_storage_the_training_job_can_read(values):
+    """The training job and the rollout gate read s3:// (fundus_seg/storage.py, `_split_s3`):
+    GKE Workload Identity gives Google credentials, which no s3:// request accepts. So no preset
+    pairs `iam.gke.io/gcp-service-account` with s3:// URIs; the GKE presets reach GCS through its
+    S3-compatible XML API with HMAC keys in a Secret."""
+    import yaml
+
+    preset = yaml.safe_load(values.read_text())
+    annotations = (preset.get("serviceAccount") or {}).get("annotations") or {}
+    default_data = yaml.safe_load((REPO / "charts/retrain-job/values.yaml").read_text())["training"]["data"]
+    uris = [u for u in preset_uris({"training": {"data": default_data, **(preset.get("training") or {})}})]
+    assert all(u.startswith("s3://") for u in uris), uris
+    assert "iam.gke.io/gcp-service-account" not in annotations
+    selectors = {**((preset.get("gpu") or {}).get("nodeSelector") or {}), **((preset.get("tpu") or {}).get("nodeSelector") or {})}
+    on_gke = preset.get("accelerator") == "tpu" or any(k.startswith("cloud.google.com/") for k in selectors)
+    if on_gke:
+        storage = preset["storage"]
+        assert storage["existingSecret"] and storage["endpointUrl"] == "https://storage.googleapis.com"
+
+
+def test_every_image_variant_the_charts_and_overlays_use_is_built():
+    """`-gpu` and `-tpu` images exist only if Dockerfile.training builds those VARIANTs."""
+    dockerfile = (REPO / "Dockerfile.training").read_text()
+    for variant in ("gpu", "tpu"):
+        assert f'"$VARIANT" = {variant}' in dockerfile
+        assert f"--build-arg VARIANT={variant} -t ghcr.io/fundus-seg/fundus-seg:0.1.0-{variant}" in dockerfile
+    assert "tensorflow-tpu==$tf_version" in dockerfile  # the TPU build of the locked release
 
 
 @pytest.mark.parametrize("sets,needle", [
@@ -308,8 +488,10 @@ def test_kubernetes_validate_cli_passes_everything_rendered(k8s_tools, tmp_path)
 
 
 @pytest.mark.parametrize("sets,needle", [
+    ({"inferenceService.deploymentMode": "Knative", "predictor.scaleMetric": "cpu"}, "needs the HPA autoscaler"),
     ({"inferenceService.deploymentMode": "Serverless", "predictor.scaleMetric": "cpu"}, "needs the HPA autoscaler"),
     ({"inferenceService.deploymentMode": "Standard", "transformer.scaleMetric": "rps"}, "Knative-only"),
+    ({"inferenceService.deploymentMode": "RawDeployment", "transformer.scaleMetric": "rps"}, "Knative-only"),
 ])
 def test_scale_metric_must_fit_the_mode(k8s_tools, sets, needle):
     args = ["helm", "template", "t", str(REPO / "charts" / "fundus-seg")]
@@ -319,4 +501,4 @@ def test_scale_metric_must_fit_the_mode(k8s_tools, sets, needle):
     assert result.returncode != 0 and needle in result.stderr, result.stderr
     hpa = run_tool(k8s_tools, *args, "--set", "inferenceService.annotations.serving\\.kserve\\.io/autoscalerClass=hpa",
                    check=False)
-    assert (hpa.returncode == 0) == (sets["inferenceService.deploymentMode"] == "Serverless")
+    assert (hpa.returncode == 0) == (sets["inferenceService.deploymentMode"] in ("Knative", "Serverless"))

@@ -44,8 +44,10 @@ def test_cronjob_recipe_fields(k8s_tools):
     pod, train = train_container([cron])
     args = train["args"]
     assert args[args.index("--run-id") + 1] == "$(RUN_ID)"
+    # the Job's uid: a Job created again under an old name (`kubectl create job --from=...`) must
+    # not be "already published" and train nothing
     assert env_of(train)["RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == \
-        "metadata.labels['batch.kubernetes.io/job-name']"
+        "metadata.labels['batch.kubernetes.io/controller-uid']"
     assert args[args.index("--accelerator") + 1] == "$(ACCELERATOR)"
     assert not any(k.startswith(("nvidia.com", "google.com")) for k in train["resources"]["limits"])
 
@@ -57,6 +59,11 @@ def test_gpu_overlay(k8s_tools):
     assert train["image"].endswith("-gpu")
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert "cloud.google.com/gke-accelerator" in pod["nodeSelector"]
+    from tests.k8s.test_charts import NODE_ALLOCATABLE, quantity
+
+    cpu, memory = NODE_ALLOCATABLE[pod["nodeSelector"]["node.kubernetes.io/instance-type"]]
+    assert quantity(train["resources"]["requests"]["cpu"]) <= cpu
+    assert quantity(train["resources"]["requests"]["memory"]) <= memory
 
 
 def test_tpu_overlay(k8s_tools):
@@ -65,15 +72,19 @@ def test_tpu_overlay(k8s_tools):
     assert pod["nodeSelector"] == {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
                                    "cloud.google.com/gke-tpu-topology": "2x2"}
     assert {"key": "google.com/tpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert train["image"] == "ghcr.io/fundus-seg/fundus-seg:0.1.0-tpu"  # the Cloud TPU build
 
 
 def test_plain_isvc_matches_the_chart(k8s_tools):
-    """k8s/ holds no second truth: its InferenceService is the chart's default rendering."""
+    """k8s/ holds no second truth: its InferenceService is the chart's default rendering in the
+    overlays' namespace -- the namespace-qualified predictor host included (Knative's
+    cluster-local routes do not answer a bare `optic-disc-predictor`)."""
     plain = one(build(k8s_tools, "cpu"), "InferenceService")["spec"]
-    chart = one(render(k8s_tools, "fundus-seg"), "InferenceService")["spec"]
+    chart = one(render(k8s_tools, "fundus-seg", namespace="fundus-seg"), "InferenceService")["spec"]
     for component in ("predictor", "transformer"):
         for spec in (plain, chart):
             spec[component].pop("serviceAccountName")
-            for c in spec[component].get("containers", []):
-                c["args"] = c["args"][:2]  # --model_name NAME; predictor host differs by namespace form
+    args = plain["transformer"]["containers"][0]["args"]
+    assert args[args.index("--predictor_host") + 1] == "optic-disc-predictor.fundus-seg.svc.cluster.local:80"
+    plain["predictor"]["model"]["runtimeVersion"] = str(plain["predictor"]["model"]["runtimeVersion"])
     assert plain == chart
