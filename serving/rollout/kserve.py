@@ -393,4 +393,7 @@ class KServeTarget(Target):
                          f"traffic={canary.get('trafficPercent')}%")
         if record is not None:
             lines.append(f"record: ConfigMap {self.record_name}")
+        if self._rollback_pending(isvc, record):
+            lines.append("rollback not finished: canaryTrafficPercent 0 is still set (the next revision would get "
+                         "no traffic); run `fundus-seg rollout rollback` again once the stable revision is ready")
         return lines

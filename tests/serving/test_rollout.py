@@ -408,6 +408,7 @@ def test_knative_rollback_pins_traffic_then_unpins_once_ready(kube_api, cluster)
 
     assert not target.settle(timeout=1, report=quiet)  # the new revision is not ready: stays pinned
     assert stored(kube_api)["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert any("rollback not finished" in line for line in target.status_lines())
     reconcile(kube_api)
     assert target.settle(timeout=5, report=quiet)
     assert "canaryTrafficPercent" not in stored(kube_api)["spec"]["predictor"]
