@@ -196,7 +196,7 @@ def segment_image(rgb: np.ndarray, locate: LocateFn, segment: SegmentFn, config:
     """The whole pipeline on one decoded image, with one function per model stage."""
     stage1, box = locate_input(rgb, config)
     located = read_location(locate(stage1[None])[0], box, config.threshold)
-    fov = field_of_view(stage1, box)
+    fov = field_of_view(rgb)
     crop, square = segment_input(rgb, located, config)
     probability = segment(crop[None])[0]
     final, looked_again = located, False

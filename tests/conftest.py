@@ -39,16 +39,19 @@ def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factor
 
 
 def copy_subset(source: Path, target: Path, n_train: int, n_test: int) -> Path:
-    """The first rows of each split of a real dataset, with their image and disc mask files."""
+    """The first rows of each split of a real dataset, with their image, disc and cup mask files."""
     with (source / "manifest.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        rows, columns = list(reader), list(reader.fieldnames or [])
     picked = [r for r in rows if r["split"] == "train"][:n_train] + [r for r in rows if r["split"] == "test"][:n_test]
     for row in picked:
-        for column in ("image", "disc_mask"):
+        for column in ("image", "disc_mask", "cup_mask"):
+            if not row.get(column):
+                continue
             (target / row[column]).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / row[column], target / row[column])
     with (target / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, ["id", "split", "image", "disc_mask", "label"], extrasaction="ignore")
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(picked)
     return target

@@ -158,9 +158,30 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    segment: SegmentStageConfig | None = None
+    """Stage 2 of the two-stage model (`pipeline: two-stage`); None trains the paper's single-stage model.
+    `model`/`train`/`augment` then describe stage 1, the locator."""
+
+    @property
+    def pipeline(self) -> str:
+        return "two-stage" if self.segment is not None else "single-stage"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        document = dataclasses.asdict(self)
+        if self.segment is None:
+            document.pop("segment")
+        return document
+
+
+PIPELINES = ("two-stage", "single-stage")
+LOCATOR_AUGMENT = AugmentConfig(zoom_range=(0.4, 2.2), shift_fraction=0.2)
+"""Stage 1 of a two-stage model meets discs filling 5% (a whole photo) to 60% (a crop) of the image: zoom wide."""
+
+
+def two_stage(run: RunConfig, segment: SegmentStageConfig | None = None) -> RunConfig:
+    """`run` as a two-stage run: stage 2 added, stage 1's zoom augmentation widened (unless set otherwise)."""
+    augment = LOCATOR_AUGMENT if run.augment == AugmentConfig() else run.augment
+    return dataclasses.replace(run, segment=segment or SegmentStageConfig(), augment=augment)
 
 
 def _build(cls, values: dict[str, Any], where: str):
@@ -169,9 +190,15 @@ def _build(cls, values: dict[str, Any], where: str):
     if unknown:
         raise FundusSegError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
     kwargs = {}
-    nested = {"model": UNetConfig, "train": TrainConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig}
+    nested = {RunConfig: {"model": UNetConfig, "train": TrainConfig, "preprocess": PreprocessConfig,
+                          "augment": AugmentConfig, "segment": SegmentStageConfig},
+              SegmentStageConfig: {"model": UNetConfig, "train": TrainConfig, "crop": DiscCropConfig,
+                                   "jitter": CropJitter, "photometric": PhotometricConfig}}.get(cls, {})
     for name, value in values.items():
-        if cls is RunConfig and name in nested:
+        if name in nested:
+            if name == "segment" and value is None:
+                kwargs[name] = None
+                continue
             kwargs[name] = _build(nested[name], value or {}, f"{where}.{name}")
         elif isinstance(value, list):
             kwargs[name] = tuple(tuple(v) if isinstance(v, list) else v for v in value)

@@ -91,15 +91,20 @@ class CropSampler:
     """Draws augmented (input, target) pairs; thread-safe per instance only if used from one thread."""
 
     def __init__(self, datasets: list[CropSamples], crop: DiscCropConfig, preprocess: PreprocessConfig,
-                 jitter: CropJitter = CropJitter(), photometric: PhotometricConfig = PhotometricConfig(), seed: int = 0):
+                 jitter: CropJitter = CropJitter(), photometric: PhotometricConfig = PhotometricConfig(), seed: int = 0,
+                 replay: list[CropSamples] = (), replay_fraction: float = 0.0):
+        """`replay` (incremental runs): earlier datasets, drawn for `replay_fraction` of the samples."""
         if not datasets or not all(len(d) for d in datasets):
             raise DatasetError("no training data")
         self.datasets, self.crop, self.preprocess = datasets, crop, preprocess
         self.jitter, self.photometric = jitter, photometric
+        self.replay = [d for d in replay if len(d)]
+        self.replay_fraction = replay_fraction if self.replay else 0.0
         self.rng = np.random.default_rng(seed)
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, float]:
-        data = self.datasets[int(self.rng.integers(len(self.datasets)))]
+        pool = self.replay if self.replay_fraction and self.rng.random() < self.replay_fraction else self.datasets
+        data = pool[int(self.rng.integers(len(pool)))]
         index = int(self.rng.integers(len(data)))
         size, context = self.crop.size, data.images.shape[1]
         matrix = jitter_matrix(self.rng, context, size, self.crop, self.jitter)

@@ -35,15 +35,16 @@ from training_job.checkpoints import (
     Interrupted,
     StopOnSigterm,
 )
-from training_job.config import JobOptions, RunConfig
+from training_job.config import INCREMENTAL_EPOCHS, JobOptions, RunConfig, SegmentStageConfig
 from training_job.data_sources import (
     DataCache,
     Dataset,
     dataset_name,
     default_cache_dir,
 )
-from training_job.evaluate import evaluate, keras_predictor
+from training_job.evaluate import evaluate, evaluate_two_stage, keras_predictor
 from training_job.export import publish
+from training_job.segment_stage import compile_segment_model, train_segment_stage
 from training_job.train import compile_model, train
 from training_job.unet import build_unet, flops_per_image, trainable_params
 
@@ -74,9 +75,18 @@ class BaseVersion:
         return list(self.card.seen_data)
 
     def adopt(self, run: RunConfig) -> RunConfig:
-        """The base's architecture and preprocessing: its weights only make sense with both."""
+        """The base's architecture and preprocessing (and, two-stage, its stage 2's and crop): its weights only make
+        sense with them. The base's pipeline decides the run's: an incremental run retrains what is served."""
         updated = dataclasses.replace(run, model=self.card.architecture, preprocess=self.card.preprocess)
-        log.info("incremental: starting from version %d (architecture %s)", self.version, updated.model.name)
+        if self.card.segment is not None:
+            segment = run.segment or SegmentStageConfig(train=dataclasses.replace(
+                SegmentStageConfig().train, epochs=INCREMENTAL_EPOCHS))
+            updated = dataclasses.replace(updated, segment=dataclasses.replace(
+                segment, model=self.card.segment.architecture, crop=self.card.segment.crop))
+        else:
+            updated = dataclasses.replace(updated, segment=None)
+        log.info("incremental: starting from version %d (%s, architecture %s)", self.version, updated.pipeline,
+                 updated.model.name)
         return updated
 
     def load_model(self) -> keras.Model:
@@ -88,6 +98,17 @@ class BaseVersion:
             except FileNotFoundError:
                 raise ModelRepositoryError(f"{self.uri}: no {model_repository.KERAS_FILE}; incremental training starts from the Keras "
                                            "model that training_job publishes with every version") from None
+            return keras.models.load_model(local, compile=False)
+
+    def load_segment_model(self) -> keras.Model:
+        """Stage 2's Keras model of a two-stage base version."""
+        with tempfile.TemporaryDirectory(prefix="fundus-seg-base-") as scratch:
+            local = Path(scratch) / model_repository.SEGMENT_KERAS_FILE
+            try:
+                local.write_bytes(storage.read_bytes(storage.join(self.uri, model_repository.SEGMENT_KERAS_FILE)))
+            except FileNotFoundError:
+                raise ModelRepositoryError(f"{self.uri}: no {model_repository.SEGMENT_KERAS_FILE} (a two-stage version "
+                                           "holds stage 2's Keras model)") from None
             return keras.models.load_model(local, compile=False)
 
 
@@ -130,13 +151,54 @@ def require_test_split(datasets: list[Dataset]) -> None:
                                "--eval-data dataset is scored on its test split)")
 
 
-def test_metrics(model: keras.Model, run: RunConfig, datasets: list[Dataset | str]) -> dict:
-    """Per dataset name (the URI's last segment; the whole URI where two share a name)."""
+def test_metrics(model: keras.Model, run: RunConfig, datasets: list[Dataset | str],
+                 segment_model: keras.Model | None = None) -> dict:
+    """Per dataset name (the URI's last segment; the whole URI where two share a name). A two-stage run is scored
+    through the very pipeline serving runs (`preprocessing.two_stage`), with cup, vCDR and confidence figures."""
     predict = keras_predictor(model)
     datasets = [d if isinstance(d, Dataset) else Dataset(str(d), Path(d)) for d in datasets]
     names = [d.name for d in datasets]
-    return {(d.name if names.count(d.name) == 1 else d.uri): evaluate(predict, d.folder, "test", run.preprocess)
+    if segment_model is None:
+        return {(d.name if names.count(d.name) == 1 else d.uri): evaluate(predict, d.folder, "test", run.preprocess)
+                for d in datasets}
+    from preprocessing.two_stage import TwoStageConfig
+
+    config = TwoStageConfig(run.preprocess, run.segment.crop)
+    segment = keras_predictor(segment_model)
+    return {(d.name if names.count(d.name) == 1 else d.uri): evaluate_two_stage(predict, segment, d.folder, "test", config)
             for d in datasets}
+
+
+def train_segment(run: RunConfig, options: JobOptions, base: BaseVersion | None, training_sets: list[Dataset],
+                  replay_sets: list[Dataset], store: CheckpointStore | None, accelerator, stop: StopOnSigterm):
+    """Stage 2 of a two-stage run, after stage 1, with its own checkpoints (`<run>/segment/`): a run stopped in
+    stage 2 resumes there, stage 1 already complete. Returns (TrainResult, seconds of earlier attempts)."""
+    config = run.segment
+    segment_store = CheckpointStore(storage.join(store.uri, "segment")) if store else None
+    state = segment_store.state() if segment_store else None
+    description = {"segment": dataclasses.asdict(config), "preprocess": dataclasses.asdict(run.preprocess),
+                   "mode": options.mode, "base_version": base.version if base else None,
+                   "replay_fraction": options.replay_fraction if base else 0.0}
+    if state:
+        segment_store.check(state, description)
+    crops = [d.load_crops("train", config.crop) for d in training_sets]
+    replay = [d.load_crops("train", config.crop) for d in replay_sets]
+    with accelerator.strategy.scope():
+        keras.utils.set_random_seed(config.train.seed)
+        model = base.load_segment_model() if base else build_unet(config.model, channels=2)
+        compile_segment_model(model, config)
+        if state:
+            state = segment_store.restore(model, state)
+            log.info("resuming stage 2 of run %s from epoch %d of %d", options.run_id, state.epoch, config.train.epochs)
+    initial_epoch = min(state.epoch, config.train.epochs) if state else 0
+    callbacks = [stop]
+    if segment_store:
+        callbacks.insert(0, EpochCheckpoint(segment_store, description, config.train.steps_per_epoch, state,
+                                            base.version if base else None))
+    result = train_segment_stage(config, crops, run.preprocess, model=model, callbacks=callbacks,
+                                 initial_epoch=initial_epoch, replay=replay,
+                                 replay_fraction=options.replay_fraction if base else 0.0)
+    return result, state.training_seconds if state else 0.0
 
 
 def publish_gate(run: RunConfig, options: JobOptions, metrics: dict) -> GateResult | None:
@@ -172,17 +234,19 @@ def gated(metrics: dict, gate: GateResult | None, options: JobOptions, store: Ch
 
 
 def build_metrics(run: RunConfig, options: JobOptions, model: keras.Model, seconds: float, images_seen: int,
-                  scores: dict, **lineage) -> dict:
+                  scores: dict, segment_model: keras.Model | None = None, **lineage) -> dict:
+    models = [model] + ([segment_model] if segment_model is not None else [])
     return {
         "model_name": run.model_name,
+        "pipeline": run.pipeline,
         "architecture": run.model.name,
         "mode": options.mode,
         "base_version": None,
         "run_id": options.run_id,
         "data": list(run.data),
         "eval_data": list(options.eval_data),
-        "trainable_params": trainable_params(model),
-        "gflops_per_image": round(flops_per_image(model) / 1e9, 3),
+        "trainable_params": sum(trainable_params(m) for m in models),
+        "gflops_per_image": round(sum(flops_per_image(m) for m in models) / 1e9, 3),
         "training_seconds": round(seconds, 1),
         "training_images_seen": images_seen,
         "trained_on": f"{platform.node()} ({platform.machine()})",
@@ -256,21 +320,34 @@ def run_training(
     if store:
         callbacks.append(EpochCheckpoint(store, description, run.train.steps_per_epoch, state,
                                          base.version if base else None))
+    segment_result, segment_seconds_before = None, 0.0
     with StopOnSigterm() as stop:
         result = train(run, datasets, model=model, callbacks=[*callbacks, stop], initial_epoch=initial_epoch,
                        global_batch=global_batch, replay=replay, replay_fraction=options.replay_fraction if incremental else 0.0)
+        if stop.requested is None and run.segment is not None:
+            segment_result, segment_seconds_before = train_segment(run, options, base, training_sets, replay_sets, store,
+                                                                   accelerator, stop)
     if stop.requested is not None:
-        saved = store.state_or_none() if store else None
+        stage = "stage 2" if segment_result is not None else ("stage 1" if run.segment is not None else "")
+        saved = (store.state_or_none() if store else None)
         if saved:
-            raise Interrupted(f"stopped by SIGTERM after {saved.epoch} of {run.train.epochs} epochs; rerun with "
-                              f"--run-id {options.run_id} to resume from the checkpoint in {store.uri}")
+            raise Interrupted(f"stopped by SIGTERM in {stage or 'training'} (stage 1: {saved.epoch} of {run.train.epochs} "
+                              f"epochs saved); rerun with --run-id {options.run_id} to resume from the checkpoint in {store.uri}")
         raise Interrupted("stopped by SIGTERM before any checkpoint" + ("" if store else " (no --run-id, so none is kept)"))
 
-    scores = test_metrics(result.model, run, scored)
+    segment_model = segment_result.model if segment_result is not None else None
+    scores = test_metrics(result.model, run, scored, segment_model)
     seen = list(dict.fromkeys([*(base.seen_data if base else []), *run.data]))
+    seconds = seconds_before + result.seconds
+    images_seen = run.train.epochs * run.train.steps_per_epoch * global_batch
+    lineage = {}
+    if segment_result is not None:
+        seconds += segment_seconds_before + segment_result.seconds
+        images_seen += run.segment.train.epochs * run.segment.train.steps_per_epoch * run.segment.train.batch_size
+        lineage["stage_seconds"] = {"locate": round(seconds_before + result.seconds, 1),
+                                    "segment": round(segment_seconds_before + segment_result.seconds, 1)}
     metrics = build_metrics(
-        run, options, result.model, seconds_before + result.seconds,
-        run.train.epochs * run.train.steps_per_epoch * global_batch, scores,
+        run, options, result.model, seconds, images_seen, scores, segment_model=segment_model, **lineage,
         base_version=base.version if base else None,
         seen_data=seen,
         replay={"fraction": options.replay_fraction, "data": earlier, "images": result.replay_images} if replay else None,
@@ -280,7 +357,8 @@ def run_training(
         accelerator=accelerator.describe(),
     )
     metrics = gated(metrics, publish_gate(run, options, metrics), options, store)  # before anything is written
-    version = publish(result.model, metrics, run.model_repo, run.model_name, run_id=options.run_id)
+    version = publish(result.model, metrics, run.model_repo, run.model_name, run_id=options.run_id,
+                      segment_model=segment_model)
     if store:
         store.delete()  # the version is out; a rerun of this run id now returns it without training
     metrics["version"] = version

@@ -40,6 +40,8 @@ def train_segment_stage(
     initial_epoch: int = 0,
     progress: bool = True,
     workers: int = 2,
+    replay: list[CropSamples] = (),
+    replay_fraction: float = 0.0,
 ) -> TrainResult:
     keras.utils.set_random_seed(config.train.seed)
     if model is None:
@@ -50,7 +52,8 @@ def train_segment_stage(
 
     def sampler(worker: int) -> CropSampler:
         return CropSampler(datasets, config.crop, preprocess, config.jitter, config.photometric,
-                           seed=config.train.seed * 1000 + initial_epoch * 10 + worker)
+                           seed=config.train.seed * 1000 + initial_epoch * 10 + worker,
+                           replay=replay, replay_fraction=replay_fraction)
 
     all_callbacks = list(callbacks)
     if progress:
@@ -62,4 +65,5 @@ def train_segment_stage(
     seconds = time.perf_counter() - start
     losses = history.history.get("loss") or [float("nan")]
     images_seen = (config.train.epochs - initial_epoch) * config.train.steps_per_epoch * batch
-    return TrainResult(model, seconds, images_seen, float(losses[-1]))
+    n_replay = round(images_seen * replay_fraction) if replay else 0
+    return TrainResult(model, seconds, images_seen, float(losses[-1]), n_replay)
