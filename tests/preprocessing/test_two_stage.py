@@ -1,0 +1,151 @@
+"""The two-stage pipeline's geometry and decisions, with stand-in models that see brightness.
+
+The stand-ins make the expected answer known exactly: stage 1 "finds" the bright disc of a synthetic
+fundus, stage 2 "segments" the bright disc on its crop and a brighter cup inside it. What is checked
+is the pipeline around the models: the crop lands on the disc at the configured scale, the answer
+returns on the original pixel grid, the second look recentres a crop that missed, the cup stays
+inside the disc, and the confidence says when something is off.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from preprocessing.confidence import CHECKS, Limits, field_of_view
+from preprocessing.disc_crop import DiscCropConfig, SquareBox, crop_resized, disc_center_and_diameter, restore_crop
+from preprocessing.metrics import dice
+from preprocessing.photometric import PhotometricConfig, photometric_augment
+from preprocessing.transform import CropBox
+from preprocessing.two_stage import TwoStageConfig, read_location, segment_image
+from tests.helpers import synthetic_fundus
+
+
+def fundus_with_cup(height=600, width=800, center=(500, 280), radius=45, cup_radius=20):
+    image, disc = synthetic_fundus(height, width, center, radius)
+    cv2.circle(image, center, cup_radius, (255, 250, 235), -1)
+    cup = np.zeros(disc.shape, np.uint8)
+    cv2.circle(cup, center, cup_radius, 1, -1)
+    return image, disc, cup.astype(bool)
+
+
+def bright(batch: np.ndarray, level: float) -> np.ndarray:
+    """A stand-in "model": probability 1 where the mean of the (equalised) channels is above `level`."""
+    return (batch.mean(axis=-1, keepdims=True) > level).astype(np.float32)
+
+
+def locate(batch):
+    return bright(batch, 0.75)
+
+
+def segment(batch):
+    return np.concatenate([bright(batch, 0.75), bright(batch, 0.93)], axis=-1)
+
+
+def test_crop_and_restore_are_inverse_on_the_original_grid():
+    mask = np.zeros((300, 400), np.float32)
+    cv2.circle(mask, (100, 150), 40, 1.0, -1)
+    cx, cy, diameter = disc_center_and_diameter(mask)
+    assert (cx, cy) == pytest.approx((100, 150), abs=0.1) and diameter == pytest.approx(80, rel=0.01)
+    box = SquareBox.for_disc(300, 400, cx, cy, diameter, DiscCropConfig())
+    assert box.side == round(2.5 * diameter)  # the configured multiple of the diameter
+    crop = crop_resized(mask, box, 128)
+    assert 2 * math.sqrt(crop.sum() / math.pi) == pytest.approx(128 / 2.5, rel=0.02)  # the disc is size/multiple across
+    assert dice(restore_crop(crop, box) >= 0.5, mask >= 0.5) > 0.99
+
+
+def test_a_square_past_the_image_is_black_outside_and_costs_no_more_than_the_image():
+    image = np.full((50, 60, 3), 200, np.uint8)
+    box = SquareBox.around(50, 60, 0.0, 0.0, 100_000)  # a "disc" whose square is 100,000 pixels wide
+    crop = crop_resized(image, box, 128)
+    assert crop.shape == (128, 128, 3) and crop[:60].max() == 0  # the image is a speck in the corner's quadrant
+    restored = restore_crop(np.ones((128, 128, 2), np.float32), box)
+    assert restored.shape == (50, 60, 2)
+    assert crop_resized(image, SquareBox.around(50, 60, -500, -500, 10), 32).max() == 0  # misses it entirely
+
+
+def test_the_pipeline_answers_disc_and_cup_on_the_original_grid():
+    image, disc, cup = fundus_with_cup()
+    answer = segment_image(image, locate, segment, TwoStageConfig())
+    assert answer.disc.shape == disc.shape and dice(answer.disc, disc) > 0.95
+    assert dice(answer.cup, cup) > 0.9 and not (answer.cup & ~answer.disc).any()  # the cup lies inside the disc
+    assert answer.measurements.vcdr == pytest.approx(20 / 45, abs=0.05)
+    cx, cy = answer.square.center
+    assert (cx, cy) == pytest.approx((500, 280), abs=3)  # the crop is centred on the disc
+
+
+def test_the_second_look_recentres_a_crop_that_missed():
+    image, disc, _ = fundus_with_cup()
+
+    def off_locator(batch):  # finds the disc, but half a diameter to the left of where it is
+        return np.roll(locate(batch), -4, axis=2)
+
+    answer = segment_image(image, off_locator, segment, TwoStageConfig())
+    assert answer.second_look
+    assert answer.square.center == pytest.approx((500, 280), abs=4)
+    assert dice(answer.disc, disc) > 0.95
+    assert "stages_disagree" not in answer.confidence.reasons  # 4 px at 128 is a third of a diameter: tolerated
+
+
+def test_no_disc_found_is_low_confidence_never_a_confident_disc():
+    grey = np.full((400, 500, 3), 90, np.uint8)
+    answer = segment_image(grey, lambda b: np.zeros(b.shape[:3] + (1,), np.float32),
+                           lambda b: np.zeros(b.shape[:3] + (2,), np.float32), TwoStageConfig())
+    assert answer.confidence.low and "no_disc_located" in answer.confidence.reasons
+    assert "no_disc_segmented" in answer.confidence.reasons and answer.measurements is None
+    assert not answer.disc.any()
+    described = answer.confidence.to_dict()
+    assert described["low"] is True and described["reasons"][0] == CHECKS["no_disc_located"][2]
+
+
+def test_an_absurdly_large_disc_on_a_whole_fundus_photo_is_flagged():
+    image, _, _ = fundus_with_cup(radius=45)
+    huge = np.zeros(image.shape[:2], np.uint8)
+    cv2.circle(huge, (400, 300), 200, 1, -1)  # a "disc" a third of the retina across
+
+    fov = field_of_view(image)
+    assert fov.full_field and fov.fundus_colour  # dark corners: a whole photo, not a crop
+    from preprocessing.confidence import assess
+    from preprocessing.two_stage import Location
+
+    located = Location(400, 300, 400, 0.99, True)
+    square = SquareBox.for_disc(600, 800, 400, 300, 400, DiscCropConfig())
+    disc_map = np.zeros((128, 128), np.float32)
+    cv2.circle(disc_map, (64, 64), 25, 1.0, -1)
+    crop_probability = np.stack([disc_map, np.zeros_like(disc_map)], axis=-1)
+    confidence = assess(located, huge.astype(bool), crop_probability, square, None, fov, 2.5)
+    assert "implausible_size" in confidence.reasons
+    assert Limits().full_field_size[1] < 400 / fov.width_px
+
+
+def test_a_photo_that_is_not_a_fundus_is_flagged_by_its_colour():
+    rng = np.random.default_rng(0)
+    sky = np.zeros((300, 400, 3), np.uint8)
+    sky[..., 2] = 200  # blue
+    sky[..., 1] = np.linspace(60, 180, 400, dtype=np.uint8)[None, :]
+    sky = np.clip(sky + rng.integers(0, 20, sky.shape), 0, 255).astype(np.uint8)
+    answer = segment_image(sky, locate, segment, TwoStageConfig())
+    assert "not_fundus_colour" in answer.confidence.reasons and answer.confidence.score < 1.0
+
+
+def test_stage_one_location_maps_back_through_the_border_crop():
+    box = CropBox.for_shape(1000, 2000, 0.10)
+    disc_map = np.zeros((128, 128), np.float32)
+    cv2.circle(disc_map, (96, 32), 8, 1.0, -1)
+    probability = disc_map[..., None]
+    location = read_location(probability, box)
+    scale_x, scale_y = (box.x1 - box.x0) / 128, (box.y1 - box.y0) / 128
+    assert location.center_x == pytest.approx(box.x0 + 96.5 * scale_x, abs=scale_x)
+    assert location.center_y == pytest.approx(box.y0 + 32.5 * scale_y, abs=scale_y)
+    assert location.found and location.candidates == 1
+    assert location.diameter == pytest.approx(2 * math.sqrt((probability > 0.5).sum() * scale_x * scale_y / math.pi), rel=1e-6)
+
+
+def test_photometric_augmentation_is_seeded_and_can_be_turned_off():
+    image, _ = synthetic_fundus()
+    first = photometric_augment(image, np.random.default_rng(3))
+    assert np.array_equal(first, photometric_augment(image, np.random.default_rng(3)))
+    assert not np.array_equal(first, image) and first.dtype == np.uint8 and first.shape == image.shape
+    assert np.array_equal(photometric_augment(image, np.random.default_rng(3), PhotometricConfig.off()), image)
