@@ -48,6 +48,13 @@ def _fraction(value: str) -> float:
     return number
 
 
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML/JSON run configuration, e.g. a mounted ConfigMap (flags override it)")
     parser.add_argument("--data", type=_csv, help="training dataset folders or URIs (s3://bucket/prefix), comma-separated")
@@ -145,21 +152,69 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _answer(version):
+    """RGB -> (disc, cup) full-size masks with a loaded version's own pipeline (the report's overlays)."""
+    import numpy as np
+
+    from preprocessing.pipeline import finish
+    from preprocessing.transform import preprocess_image
+    from preprocessing.two_stage import segment_image
+
+    if version.segment is not None:
+        config = version.card.two_stage()
+
+        def two_stage(rgb):
+            answer = segment_image(rgb, version.predict, version.segment, config)
+            return answer.disc, answer.cup
+
+        return two_stage
+
+    def single_stage(rgb):
+        model_input, box = preprocess_image(rgb, version.card.preprocess)
+        disc = finish(version.predict(model_input[None])[0], box, version.card.threshold)
+        return disc, np.zeros_like(disc)
+
+    return single_stage
+
+
+def _human(result: dict) -> str:
+    def value(number, suffix=""):
+        return "-" if number is None else f"{number}{suffix}"
+
+    cup, vcdr, flagged = result["cup"], result["vcdr"], result["flagged"]
+    return (f"{result['model']} ({result['pipeline']}) on {result['data']} [{result['split']}]: n={result['n']} "
+            f"Dice mean {result['dice_mean']} std {result['dice_std']} worst {result['dice_min']} "
+            f"best {result['dice_max']} RRP {result['rrp']}% "
+            f"(at 128x128: Dice {result['at_128']['dice_mean']}, RRP {result['at_128']['rrp']}%); "
+            f"cup Dice {value(cup['dice_mean'])} (n={cup['n']}); vCDR MAE {value(vcdr['mae'])} "
+            f"r {value(vcdr['pearson_r'])} (n={vcdr['n']}); glaucoma AUC {value(result['glaucoma_auc'])}; "
+            f"flagged {flagged['n']}/{result['n']}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fundus_seg.model_repository import load_version
-    from training_job.evaluate import evaluate
+    from training_job.evaluate import evaluate_single_stage_images, evaluate_two_stage_images, score_images
 
     version_dir = resolve_version_dir(args.model)
     version = load_version(version_dir)  # scored with the preprocessing and threshold on its card
-    result = evaluate(version.predict, args.data, args.split, version.card.preprocess,
-                      threshold=version.card.threshold)
-    result = {"model": str(version_dir), "data": args.data, "split": args.split, **result}
-    if args.json:
-        print(json.dumps(result))
+    if version.segment is not None:
+        images = evaluate_two_stage_images(version.predict, version.segment, args.data, args.split,
+                                           version.card.two_stage())
     else:
-        print(f"{version_dir} on {args.data} [{args.split}]: n={result['n']} Dice mean {result['dice_mean']} "
-              f"std {result['dice_std']} worst {result['dice_min']} best {result['dice_max']} RRP {result['rrp']}% "
-              f"(at 128x128: Dice {result['at_128']['dice_mean']}, RRP {result['at_128']['rrp']}%)")
+        images = evaluate_single_stage_images(version.predict, args.data, args.split, version.card.preprocess,
+                                              threshold=version.card.threshold)
+    result = {"model": str(version_dir), "data": args.data, "split": args.split, "pipeline": version.card.pipeline,
+              **score_images(images)}
+    if args.per_image:
+        from training_job.evaluation_report import write_per_image
+
+        write_per_image(args.per_image, images)
+    if args.report:
+        from training_job.evaluation_report import write_report
+
+        write_report(args.report, images, result, args.data, _answer(version), n_worst=args.worst,
+                     title=f"{version_dir} on {args.data} [{args.split}]", per_image=args.per_image)
+    print(json.dumps(result) if args.json else _human(result))
     return 0
 
 
@@ -179,11 +234,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_train_flags(train)
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="Dice and RRP of a model version on a dataset split")
+    evaluate = sub.add_parser("evaluate", help="Dice, RRP, cup Dice, vCDR and glaucoma AUC of a model version on a dataset split")
     evaluate.add_argument("--model", help="REPO/NAME[/VERSION] (default: the bundled model)")
     evaluate.add_argument("--data", required=True, help="dataset folder")
     evaluate.add_argument("--split", default="test", choices=("train", "test"))
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--per-image", metavar="FILE", help="also write one CSV row per image (id, disc_dice, cup_dice, "
+                          "vcdr_pred, vcdr_true, vcdr_manifest, rrp_ok, confidence, flagged, reasons, label, ...)")
+    evaluate.add_argument("--report", metavar="DIR", help="also write plots (Dice, vCDR, Bland-Altman), overlays of "
+                          "the worst images and DIR/index.html")
+    evaluate.add_argument("--worst", type=_count, default=8, metavar="N", help="overlays in --report (default 8)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     info = sub.add_parser("model-info", help="parameters and FLOPs of a U-Net configuration")

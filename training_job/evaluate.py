@@ -109,6 +109,8 @@ def score_images(images: list[ImageScore]) -> dict:
                                 if i.vcdr_pred is not None and i.vcdr_manifest is not None])
     result["vcdr_manifest"] = {"n": manifest["n"], "mae": manifest["mae"]}
     labelled = [i for i in images if i.label in ("glaucoma", "normal")]
+    if not any(i.vcdr_pred is not None for i in labelled):  # a single-stage version: no vCDR to rank by
+        labelled = []
     auc = roc_auc([i.vcdr_pred if i.vcdr_pred is not None else 0.0 for i in labelled],
                   [i.label == "glaucoma" for i in labelled])
     result["glaucoma_auc"] = None if auc is None else round(auc, 4)
@@ -165,3 +167,45 @@ def evaluate_two_stage_images(locate: Predict, segment: Predict, folder: str | P
 def evaluate_two_stage(locate: Predict, segment: Predict, folder: str | Path, split: str | None = "test",
                        config=None) -> dict:
     return score_images(evaluate_two_stage_images(locate, segment, folder, split, config))
+
+
+def evaluate_single_stage_images(predict: Predict, folder: str | Path, split: str | None = "test",
+                                 config: PreprocessConfig = PreprocessConfig(), threshold: float = 0.5,
+                                 batch_size: int = 16) -> list[ImageScore]:
+    """`evaluate`'s disc scores per image for a single-stage version (no cup: cup_dice and vcdr_pred None), with
+    the confidence `preprocessing.two_stage.finish_single_stage` gives it; `score_images` of them has `evaluate`'s
+    disc keys."""
+    from preprocessing.measurements import measure
+    from preprocessing.two_stage import finish_single_stage
+
+    records = [r for r in read_manifest(folder) if split is None or r.split == split]
+    if not records:
+        raise DatasetError(f"{folder}: no rows with split {split!r}")
+    scores = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        prepared = [prepare(r.image.read_bytes(), config) for r in chunk]
+        probabilities = predict(np.stack([p.input for p in prepared]))
+        for record, item, probability in zip(chunk, prepared, probabilities, strict=True):
+            answer = finish_single_stage(probability, item.box, item.input, threshold)
+            truth = decode_mask(record.disc_mask.read_bytes())
+            cup_truth = decode_mask(record.cup_mask.read_bytes()) if record.cup_mask is not None else None
+            truth_small = preprocess_mask(truth, config)[..., 0] >= 0.5
+            mask_small = finish_small(probability, threshold)
+            scores.append(ImageScore(
+                id=record.id,
+                disc_dice=round(dice(answer.disc, truth), 4),
+                cup_dice=None,
+                vcdr_pred=None,
+                vcdr_true=measure(truth, cup_truth).vcdr if cup_truth is not None else None,
+                vcdr_manifest=record.vcdr_expert,
+                rrp_ok=radius_within(answer.disc, truth),
+                confidence=answer.confidence.score,
+                flagged=answer.confidence.low,
+                reasons=";".join(answer.confidence.reasons),
+                label=record.label,
+                second_look=False,
+                disc_dice_128=round(dice(mask_small, truth_small), 4),
+                rrp_ok_128=radius_within(mask_small, truth_small),
+            ))
+    return scores
