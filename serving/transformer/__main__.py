@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pixel_budget", type=int, default=defaults.pixel_budget,
                         help="full-size pixels decoded or post-processed at once (default "
                              f"{defaults.pixel_budget:,}); sizes the memory limit, see docs/SERVING.md")
+    parser.add_argument("--retained_pixels", type=int, default=defaults.retained_pixels,
+                        help="two-stage versions: decoded pixels kept between stage 1 and the crops (default "
+                             f"{defaults.retained_pixels:,}); an image that does not fit is decoded again instead")
     parser.add_argument("--drain_s", type=float, default=defaults.drain_s,
                         help="on SIGTERM, how long in-flight requests may take to finish")
     http = HttpLimits()
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                    rollout_file=args.rollout_file, max_request_bytes=args.max_request_bytes,
                                    max_images=args.max_images, workers=args.decode_threads,
                                    max_inflight_bytes=args.max_inflight_bytes, pixel_budget=args.pixel_budget,
-                                   drain_s=args.drain_s,
+                                   retained_pixels=args.retained_pixels, drain_s=args.drain_s,
                                    http=HttpLimits(max_header_bytes=args.max_header_bytes,
                                                    header_timeout_s=args.header_timeout_s,
                                                    body_timeout_s=args.body_timeout_s,

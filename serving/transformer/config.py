@@ -56,6 +56,7 @@ class TransformerConfig:
     http: HttpLimits = field(default_factory=HttpLimits)
     max_inflight_bytes: int = 80 * MiB  # request bodies held at once, all connections together
     pixel_budget: int = 48_000_000  # full-size pixels decoded or post-processed at once: the largest image + 8 M
+    retained_pixels: int = 40_000_000  # two-stage: decoded images kept (3 B/px) from stage 1 until their crops are cut
     budget_wait_s: float = 20.0  # longest wait for either budget before a 503
     max_concurrent_rpcs: int = 64  # gRPC calls in progress; more get RESOURCE_EXHAUSTED
     drain_s: float = 20.0  # on SIGTERM: how long in-flight requests may take to finish
@@ -65,7 +66,7 @@ class TransformerConfig:
             raise TransformerConfigError(f"predictor_api must be grpc or rest, got {self.predictor_api!r}")
         if ":" not in self.predictor_host.removeprefix("http://"):
             raise TransformerConfigError(f"predictor_host must be host:port, got {self.predictor_host!r}")
-        for name in ("max_request_bytes", "max_images", "workers", "max_concurrent_rpcs"):
+        for name in ("max_request_bytes", "max_images", "workers", "max_concurrent_rpcs", "retained_pixels"):
             if getattr(self, name) < 1:
                 raise TransformerConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_inflight_bytes < self.max_request_bytes:

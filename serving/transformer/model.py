@@ -1,15 +1,24 @@
-"""The KServe transformer: images in, disc masks and measurements out; the U-Net runs in the predictor.
+"""The KServe transformer: images in, disc (and cup) masks and measurements out; the U-Nets run in the predictor.
 
 KServe calls preprocess -> predict -> postprocess (timing each stage in its own histograms):
 
-* preprocess: decode every image with limits and prepare it for the model with `preprocessing`,
+* preprocess: decode every image with limits and prepare stage 1's input with `preprocessing`,
   the very code path training used, always in the thread pool (never on the event loop, which
   must keep answering probes and other callers), each image holding its share of the pixel
-  budget while its full-size arrays exist;
-* predict: ONE batched TF Serving Predict for all images of the request, to the version the
-  caller named, else the rollout split's label, else the predictor's latest;
+  budget while it is decoded and prepared;
+* predict: ONE batched TF Serving Predict (`serving_default`) for all images of the request, to the
+  version the caller named, else the rollout split's label, else the predictor's latest. A
+  two-stage version (its card has `segment`) then runs `preprocessing.two_stage` with predictor
+  calls in place of its functions, pinned to the version that answered stage 1: every image's
+  disc-centred crop is cut from its decoded pixels (kept from preprocess, within the
+  `retained_pixels` budget; an image that did not fit is decoded again), ONE batched `segment`
+  Predict for all crops, then the second look: the images whose crop `refine` rejects are cut again
+  and sent in one more batched `segment` Predict (those only). The decoded pixels go as soon as
+  an image's last crop is cut;
 * postprocess: the shared pipeline's `finish` (back to full resolution, threshold, largest
-  component, hole filling), geometry and a 1-bit PNG per image, again in the pool.
+  component, hole filling, the cup, measurements, confidence), geometry and 1-bit PNGs per image,
+  again in the pool and under the pixel budget. A single-stage version answers through
+  `finish_single_stage` in the same form (no cup, no measurements, a confidence).
 
 Errors become KServe's exceptions, so KServe answers with the right status: InvalidInput (400 /
 INVALID_ARGUMENT), ModelNotFound (404 / NOT_FOUND), ModelNotReady (503 / UNAVAILABLE). Images
@@ -32,10 +41,14 @@ from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest
 
 from fundus_seg.model_card import ModelCard, ModelCardError
-from preprocessing.decode import image_size
+from fundus_seg.model_repository import SEGMENT_SIGNATURE, SERVING_SIGNATURE
+from preprocessing.confidence import FieldOfView, field_of_view
+from preprocessing.decode import DecodeLimits, decode_image, image_size
+from preprocessing.disc_crop import SquareBox
 from preprocessing.errors import ImageDecodeError
-from preprocessing.pipeline import Prepared, prepare
-from preprocessing.transform import PreprocessConfig
+from preprocessing.pipeline import prepare
+from preprocessing.transform import CropBox, PreprocessConfig
+from preprocessing.two_stage import Location, TwoStageConfig, locate_input, read_location, refine, segment_input
 from serving.transformer import metrics
 from serving.transformer.budget import Budget, BudgetExhausted
 from serving.transformer.codec import (
@@ -43,7 +56,6 @@ from serving.transformer.codec import (
     V1,
     V2_GRPC,
     V2_REST,
-    ImageAnswer,
     ImageBatch,
     decode_request,
     encode_response,
@@ -58,13 +70,15 @@ from serving.transformer.predictor_client import (
     VersionNotFound,
     make_predictor,
 )
-from serving.transformer.result import segment_probability
+from serving.transformer.result import SINGLE_STAGE, TWO_STAGE, ImageAnswer, answer_single_stage, answer_two_stage
 from serving.transformer.routing import VersionRouter
 
 log = logging.getLogger(__name__)
 
 VERSION_HEADER = "fundus-seg-model-version"
 """Request header naming a version number or label; set by the /versions/ and /labels/ routes."""
+LATERALITY_HEADER = "fundus-seg-laterality"
+"""Request header with the eye ("L" or "R") of a raw image body; `?laterality=` is set as it by the v1 route."""
 
 
 class UnknownVersion(ModelNotFound):
@@ -82,6 +96,55 @@ class Served:
     version: int | None
     preprocess: PreprocessConfig
     threshold: float
+    two_stage: TwoStageConfig | None = None  # the card's pipeline; None: a single-stage version
+
+    @property
+    def pipeline(self) -> str:
+        return TWO_STAGE if self.two_stage is not None else SINGLE_STAGE
+
+
+@dataclass
+class Image:
+    """One image between the stages."""
+
+    input: np.ndarray  # stage 1's input (the paper's 128 x 128 preprocessing)
+    box: CropBox
+    pixels: int  # width x height of the original
+    rgb: np.ndarray | None = None  # two-stage: the decoded image, kept (if it fit) until its last crop is cut
+    located: Location | None = None  # two-stage, after stage 1
+    fov: FieldOfView | None = None
+    final: Location | None = None  # where the crop stage 2 answered on was cut around
+    square: SquareBox | None = None
+    crop: np.ndarray | None = None
+    second_look: bool = False
+    probability: np.ndarray | None = None  # the map `finish` takes: stage 1's (single-stage) or stage 2's (S x S x 2)
+
+
+class RetainedPixels:
+    """The `retained_pixels` budget one request holds for its kept decoded images.
+
+    Taken only when it fits (never waited for: a request that waits while holding would deadlock
+    with another doing the same), given back per image as soon as its last crop is cut, and all of
+    it when the request ends, however it ends (`close`)."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self._held: dict[int, int] = {}
+
+    def try_keep(self, key: int, pixels: int) -> bool:
+        if key in self._held or not self.budget.try_take(pixels):
+            return False
+        self._held[key] = min(pixels, self.budget.capacity)
+        return True
+
+    def give(self, key: int) -> None:
+        taken = self._held.pop(key, 0)
+        if taken:
+            self.budget.give(taken)
+
+    def close(self) -> None:
+        for key in list(self._held):
+            self.give(key)
 
 
 @dataclass
@@ -90,11 +153,16 @@ class Work:
 
     batch: ImageBatch
     served: Served
-    prepared: list[Prepared]
+    images: list[Image]
     prepare_ms: list[float]
     started: float
-    result: PredictResult | None = None
+    retained: RetainedPixels
+    version: int | None = None  # who answered
     predict_ms: float = 0.0
+
+    def drop_rgb(self, index: int) -> None:
+        self.images[index].rgb = None
+        self.retained.give(index)
 
 
 class FundusTransformer(Model):
@@ -106,11 +174,12 @@ class FundusTransformer(Model):
         self.router = VersionRouter(config.rollout_file)
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="fundus-transformer")
         self.pixels = Budget(config.pixel_budget, "pixel")
+        self.retained = Budget(config.retained_pixels, "retained-pixel")
         self._health: tuple[float, bool] = (float("-inf"), False)
         self._health_lock: asyncio.Lock | None = None
         self._warned: set[str] = set()
         self._resolved: dict[str | None, tuple[float, Served]] = {}  # target -> (when, who answers it)
-        self._cards: dict[int, tuple[PreprocessConfig, float]] = {}  # version -> its card's preprocessing
+        self._cards: dict[int, tuple[PreprocessConfig, float, TwoStageConfig | None]] = {}  # version -> its card's
         self._stopped = False
         self.draining = False  # set on SIGTERM: not ready any more, in-flight requests finish
         self.ready = True  # the transformer itself is up; healthy() says whether the predictor is
@@ -176,21 +245,30 @@ class FundusTransformer(Model):
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Work:
         started = time.perf_counter()
         version = (headers or {}).get(VERSION_HEADER) or None
+        laterality = (headers or {}).get(LATERALITY_HEADER)
         if isinstance(payload, (bytes, bytearray)):  # a raw image: nothing to decode
-            batch = decode_request(payload, self.config.max_images, version)
+            batch = decode_request(payload, self.config.max_images, version, laterality)
         else:  # base64 of up to max_request_bytes decodes off the event loop
             batch = await asyncio.get_running_loop().run_in_executor(
-                None, decode_request, payload, self.config.max_images, version)
+                None, decode_request, payload, self.config.max_images, version, laterality)
         served = await self._serving(batch.version)
-        work = Work(batch, served, [], [], started)
-        await self._prepare_all(work)
+        work = Work(batch, served, [], [], started, RetainedPixels(self.retained))
+        try:
+            await self._prepare_all(work)
+        except BaseException:
+            work.retained.close()
+            raise
         metrics.STAGES.labels("decode_preprocess").observe(time.perf_counter() - started)
         return work
 
     async def _prepare_all(self, work: Work) -> None:
-        done = await asyncio.gather(*(self._prepare(i, data, work.served.preprocess)
-                                      for i, data in enumerate(work.batch.images)))
-        work.prepared, work.prepare_ms = [p for p, _ in done], [ms for _, ms in done]
+        work.retained.close()  # a second preparation (another version) starts from nothing kept
+        done = await asyncio.gather(*(self._prepare(work, i, data) for i, data in enumerate(work.batch.images)),
+                                    return_exceptions=True)  # every image settled, so nothing is kept behind our back
+        failed = next((d for d in done if isinstance(d, BaseException)), None)
+        if failed is not None:
+            raise failed
+        work.images, work.prepare_ms = [image for image, _ in done], [ms for _, ms in done]
 
     # -- which version answers, with which preprocessing -----------------------------------------
 
@@ -236,7 +314,7 @@ class FundusTransformer(Model):
         known = self._cards.get(version) if version is not None else None
         if known is None:
             if answer.card is None:
-                known = (self.config.preprocess, self.config.threshold)
+                known = (self.config.preprocess, self.config.threshold, None)
                 if f"card-{version}" not in self._warned:
                     self._warned.add(f"card-{version}")
                     log.warning("model version %s carries no model card; serving it with the default preprocessing",
@@ -244,10 +322,11 @@ class FundusTransformer(Model):
             else:
                 try:
                     card = ModelCard.from_json(answer.card)
-                except ModelCardError as exc:
+                    known = (card.preprocess, card.threshold, card.two_stage() if card.segment is not None else None)
+                except (ModelCardError, ValueError) as exc:
                     raise ModelNotReady(self.name, f"model version {version} has an unreadable card: {exc}") from None
-                known = (card.preprocess, card.threshold)
-                log.info("model version %s: preprocessing %s, threshold %g (from its card)", version, *known)
+                log.info("model version %s: %s, preprocessing %s, threshold %g (from its card)", version,
+                         card.pipeline, known[0], known[1])
             if version is not None:
                 self._cards[version] = known
         return Served(str(version) if version is not None else target, version, *known)
@@ -267,41 +346,107 @@ class FundusTransformer(Model):
         finally:
             self.pixels.give(taken)
 
-    async def _prepare(self, index: int, data: bytes, preprocess: PreprocessConfig) -> tuple[Prepared, float]:
-        """Header (limits first) in the pool, the pixels from the budget, then decode in the pool."""
+    async def _prepare(self, work: Work, index: int, data: bytes) -> tuple[Image, float]:
+        """Header (limits first) in the pool, the pixels from the budget, then decode in the pool;
+        a two-stage version's decoded image is kept for its crops when the retained budget has room."""
         started = time.perf_counter()
+        served, limits = work.served, self.config.decode_limits
         try:
-            width, height = await self._in_pool(image_size, data, self.config.decode_limits)
+            width, height = await self._in_pool(image_size, data, limits)
             async with self._pixels(width * height):
-                prepared = await self._in_pool(prepare, data, preprocess, self.config.decode_limits)
+                if served.two_stage is None:
+                    prepared = await self._in_pool(prepare, data, served.preprocess, limits)
+                    image = Image(prepared.input, prepared.box, width * height)
+                else:
+                    rgb, stage1, box = await self._in_pool(_decode_and_locate_input, data, served.two_stage, limits)
+                    image = Image(stage1, box, width * height)
+                    if work.retained.try_keep(index, width * height):
+                        image.rgb = rgb
         except ImageDecodeError as exc:
             raise InvalidInput(f"image {index}: {exc}") from None
-        return prepared, _ms(started)
+        return image, _ms(started)
 
     async def predict(self, work: Work, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> Work:
         started = time.perf_counter()
         try:
             try:
-                work.result = await self._predict(work)
+                await self._run_model(work)
             except VersionNotFound:
-                # The pinned version was replaced between its card and this call (a hot swap):
-                # ask again who answers, and prepare again if the new version wants it otherwise.
+                # The pinned version was replaced between its card and a call (a hot swap): ask again
+                # who answers, prepare again if the new version wants it otherwise, and run again.
                 served = await self._serving(work.batch.version, fresh=True)
-                prepare_again = served.preprocess != work.served.preprocess
+                prepare_again = (served.preprocess, served.two_stage) != (work.served.preprocess,
+                                                                          work.served.two_stage)
                 work.served = served
                 if prepare_again:
                     await self._prepare_all(work)
-                work.result = await self._predict(work)
+                await self._run_model(work)
         except PredictorCallError as exc:
+            work.retained.close()
             raise self._kserve_error(exc, work.batch.version) from None
+        except BaseException:
+            work.retained.close()
+            raise
         work.batch.images = []  # the bytes are no longer needed; drop them early
         work.predict_ms = _ms(started)
         metrics.STAGES.labels("predict").observe(work.predict_ms / 1000)
         return work
 
-    async def _predict(self, work: Work) -> PredictResult:
-        return await self.predictor.predict(np.stack([p.input for p in work.prepared]), work.served.target)
+    async def _run_model(self, work: Work) -> None:
+        """Stage 1 for every image; for a two-stage version then stage 2 and the second look, pinned to
+        the version that answered stage 1."""
+        inputs = np.stack([image.input for image in work.images])
+        first = await self.predictor.predict(inputs, work.served.target, SERVING_SIGNATURE)
+        work.version = first.version
+        probability = _checked(first, len(work.images), 1, "stage 1")
+        if work.served.two_stage is None:
+            for image, p in zip(work.images, probability, strict=True):
+                image.probability = p
+            return
+        pinned = str(first.version) if first.version is not None else work.served.target
+        await asyncio.gather(*(self._first_crop(work, i, p) for i, p in enumerate(probability)))
+        second = await self._segment(work, range(len(work.images)), pinned)
+        await asyncio.gather(*(self._second_crop(work, i, p) for i, p in enumerate(second)))
+        again = [i for i, image in enumerate(work.images) if image.second_look]
+        if again:
+            for i, p in zip(again, await self._segment(work, again, pinned), strict=True):
+                work.images[i].probability = p
+
+    async def _segment(self, work: Work, indices, pinned: str | None) -> np.ndarray:
+        indices = list(indices)
+        crops = np.stack([work.images[i].crop for i in indices])
+        result = await self.predictor.predict(crops, pinned, SEGMENT_SIGNATURE)
+        probability = _checked(result, len(indices), 2, "stage 2")
+        for i, p in zip(indices, probability, strict=True):
+            work.images[i].probability, work.images[i].crop = p, None
+        return probability
+
+    async def _first_crop(self, work: Work, index: int, probability: np.ndarray) -> None:
+        """Where stage 1 put the disc, how the field of view looks, and the crop around the disc."""
+        image, config = work.images[index], work.served.two_stage
+        image.located = read_location(probability, image.box, config.threshold)
+        image.fov = field_of_view(image.input, image.box)
+        image.second_look, image.final = False, image.located
+        image.crop, image.square = await self._cut(work, index, image.located)
+
+    async def _second_crop(self, work: Work, index: int, probability: np.ndarray) -> None:
+        """The second look: cut the crop again where stage 2 saw the disc, when `refine` says so; then
+        the decoded image is no longer needed."""
+        image, config = work.images[index], work.served.two_stage
+        better = refine(probability, image.square, image.located, config)
+        if better is not None:
+            image.final, image.second_look = better, True
+            image.crop, image.square = await self._cut(work, index, better)
+        work.drop_rgb(index)
+
+    async def _cut(self, work: Work, index: int, location: Location) -> tuple[np.ndarray, SquareBox]:
+        image, config = work.images[index], work.served.two_stage
+        if image.rgb is not None:
+            return await self._in_pool(segment_input, image.rgb, location, config)
+        async with self._pixels(image.pixels):  # not kept (the retained budget was full): decode it again
+            return await self._in_pool(_decode_and_cut, work.batch.images[index], location, config,
+                                       self.config.decode_limits)
 
     def _route(self) -> str | None:
         label = self.router.choose()
@@ -313,28 +458,51 @@ class FundusTransformer(Model):
     async def postprocess(self, work: Work, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None):
         started = time.perf_counter()
-        probability = work.result.probability
-        if probability.shape[0] != len(work.prepared):
-            raise InferenceError(f"predictor returned {probability.shape[0]} maps for {len(work.prepared)} images")
-        if not np.isfinite(probability).all():
-            raise InferenceError(f"model version {work.result.version} returned non-finite probabilities: "
-                                 "it cannot serve")
-        results = await asyncio.gather(*(self._finish(probability[i], p.box, work.served.threshold)
-                                         for i, p in enumerate(work.prepared)))
+        try:
+            results = await asyncio.gather(*(self._finish(work, i) for i in range(len(work.images))))
+        finally:
+            work.retained.close()
         total = _ms(work.started)
         for result, prepare_ms in zip(results, work.prepare_ms, strict=True):
             result.timings_ms = {"decode_preprocess": round(prepare_ms, 2), "predict": round(work.predict_ms, 2),
                                  "postprocess": result.timings_ms["postprocess"], "total": round(total, 2)}
-        version = work.result.version
-        metrics.IMAGES.labels(self.name, str(version)).inc(len(results))
+        metrics.IMAGES.labels(self.name, str(work.version)).inc(len(results))
         metrics.STAGES.labels("postprocess").observe(time.perf_counter() - started)
-        return encode_response(work.batch, results, self.name, version)
+        return encode_response(work.batch, results, self.name, work.version)
 
-    async def _finish(self, probability: np.ndarray, box, threshold: float) -> ImageAnswer:
+    async def _finish(self, work: Work, index: int) -> ImageAnswer:
         started = time.perf_counter()
-        async with self._pixels(box.width * box.height):
-            png, disc = await self._in_pool(segment_probability, probability, box, threshold)
-        return ImageAnswer(png, disc, {"postprocess": round(_ms(started), 2)})
+        image, served, laterality = work.images[index], work.served, work.batch.lateralities[index]
+        async with self._pixels(image.box.width * image.box.height):
+            if served.two_stage is None:
+                answer = await self._in_pool(answer_single_stage, image.probability, image.box, image.input,
+                                             served.threshold, laterality)
+            else:
+                answer = await self._in_pool(answer_two_stage, image.probability, image.square, image.located,
+                                             image.final, image.second_look, image.fov, served.two_stage, laterality)
+        answer.timings_ms = {"postprocess": round(_ms(started), 2)}
+        return answer
+
+
+def _decode_and_locate_input(data: bytes, config: TwoStageConfig, limits: DecodeLimits):
+    rgb = decode_image(data, limits)
+    stage1, box = locate_input(rgb, config)
+    return rgb, stage1, box
+
+
+def _decode_and_cut(data: bytes, location: Location, config: TwoStageConfig, limits: DecodeLimits):
+    return segment_input(decode_image(data, limits), location, config)
+
+
+def _checked(result: PredictResult, count: int, channels: int, stage: str) -> np.ndarray:
+    """The predictor's maps, refused when they cannot be this request's answer."""
+    probability = result.probability
+    if probability.ndim != 4 or probability.shape[0] != count or probability.shape[-1] != channels:
+        raise InferenceError(f"predictor returned maps of shape {list(probability.shape)} for {count} images "
+                             f"({stage} answers N x S x S x {channels})")
+    if not np.isfinite(probability).all():
+        raise InferenceError(f"model version {result.version} returned non-finite probabilities: it cannot serve")
+    return probability
 
 
 def _protocol(body: Any) -> str:

@@ -19,10 +19,13 @@ from typing import Protocol
 
 import numpy as np
 
-from fundus_seg.model_repository import CARD_OUTPUT, CARD_SIGNATURE
+from fundus_seg.model_repository import CARD_OUTPUT, CARD_SIGNATURE, SEGMENT_OUTPUTS, SEGMENT_SIGNATURE
 from fundus_seg.model_repository import INPUT_KEY as INPUT
 from fundus_seg.model_repository import OUTPUT_KEY as OUTPUT
 from fundus_seg.model_repository import SERVING_SIGNATURE as SIGNATURE
+
+OUTPUTS = {SIGNATURE: (OUTPUT,), SEGMENT_SIGNATURE: SEGMENT_OUTPUTS}
+"""The outputs each prediction signature answers with, in the order they are stacked on the last axis."""
 
 
 class PredictorCallError(Exception):
@@ -39,7 +42,7 @@ class PredictorUnavailable(PredictorCallError):
 
 @dataclass
 class PredictResult:
-    probability: np.ndarray  # N x H x W x 1 float32
+    probability: np.ndarray  # N x H x W x C float32: the signature's OUTPUTS stacked on the last axis
     version: int | None  # None only when the REST API answered for a label it cannot resolve
 
 
@@ -50,7 +53,8 @@ class CardResult:
 
 
 class Predictor(Protocol):
-    async def predict(self, images: np.ndarray, version: str | None = None) -> PredictResult: ...
+    async def predict(self, images: np.ndarray, version: str | None = None,
+                      signature: str = SIGNATURE) -> PredictResult: ...
     async def model_card(self, version: str | None = None) -> CardResult: ...
     async def available_versions(self) -> list[int]: ...
     async def close(self) -> None: ...
@@ -111,20 +115,25 @@ class GrpcPredictor:
         elif version:
             spec.version_label = version
 
-    async def predict(self, images: np.ndarray, version: str | None = None) -> PredictResult:
+    async def predict(self, images: np.ndarray, version: str | None = None,
+                      signature: str = SIGNATURE) -> PredictResult:
         from tensorflow_serving.apis import predict_pb2
 
         prediction, _ = self._stubs()
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, version)
-        request.model_spec.signature_name = SIGNATURE
+        request.model_spec.signature_name = signature
         request.inputs[INPUT].CopyFrom(to_tensor_proto(images))
-        request.output_filter.append(OUTPUT)
+        request.output_filter.extend(OUTPUTS[signature])
         try:
             response = await prediction.Predict(request, timeout=self.timeout_s)
         except Exception as exc:
             raise _grpc_error(exc, self.model_name, version) from None
-        return PredictResult(from_tensor_proto(response.outputs[OUTPUT]), response.model_spec.version.value)
+        missing = [key for key in OUTPUTS[signature] if key not in response.outputs]
+        if missing:
+            raise PredictorCallError(f"predictor answered {signature!r} without output(s) {missing}")
+        arrays = [from_tensor_proto(response.outputs[key]) for key in OUTPUTS[signature]]
+        return PredictResult(_stacked(arrays, signature), response.model_spec.version.value)
 
     async def model_card(self, version: str | None = None) -> CardResult:
         from tensorflow_serving.apis import predict_pb2
@@ -207,15 +216,16 @@ class RestPredictor:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
         return self._session
 
-    async def predict(self, images: np.ndarray, version: str | None = None) -> PredictResult:
+    async def predict(self, images: np.ndarray, version: str | None = None,
+                      signature: str = SIGNATURE) -> PredictResult:
         if version is not None:
-            return await self._predict(images, version)
+            return await self._predict(images, version, signature)
         for attempt in range(2):  # the cached latest may just have been replaced: refresh once
             versions = await self._cached_versions(refresh=attempt > 0)
             if not versions:
                 raise VersionNotFound(_not_found(self.model_name, None, "no AVAILABLE version"))
             try:
-                return await self._predict(images, str(versions[-1]))
+                return await self._predict(images, str(versions[-1]), signature)
             except VersionNotFound:
                 if attempt:
                     raise
@@ -261,16 +271,21 @@ class RestPredictor:
             raise PredictorUnavailable(f"predictor unavailable (HTTP {status}): {detail}")
         raise PredictorCallError(f"predictor failed (HTTP {status}): {detail}")
 
-    async def _predict(self, images: np.ndarray, version: str) -> PredictResult:
+    async def _predict(self, images: np.ndarray, version: str, signature: str = SIGNATURE) -> PredictResult:
         import orjson
 
-        status, payload = await self._post(version, {"signature_name": SIGNATURE,
+        status, payload = await self._post(version, {"signature_name": signature,
                                                      "inputs": {INPUT: np.asarray(images, np.float32)}})
         self._raise_for(status, payload, version)
         outputs = orjson.loads(payload)["outputs"]
-        if isinstance(outputs, dict):
-            outputs = outputs[OUTPUT]
-        return PredictResult(np.asarray(outputs, dtype=np.float32), int(version) if _is_number(version) else None)
+        keys = OUTPUTS[signature]
+        if not isinstance(outputs, dict):  # TF Serving sends a lone output without its name
+            outputs = {keys[0]: outputs} if len(keys) == 1 else {}
+        missing = [key for key in keys if key not in outputs]
+        if missing:
+            raise PredictorCallError(f"predictor answered {signature!r} without output(s) {missing}")
+        arrays = [np.asarray(outputs[key], dtype=np.float32) for key in keys]
+        return PredictResult(_stacked(arrays, signature), int(version) if _is_number(version) else None)
 
     async def _cached_versions(self, refresh: bool = False) -> list[int]:
         checked, versions = self._versions
@@ -293,6 +308,16 @@ class RestPredictor:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _stacked(arrays: list[np.ndarray], signature: str) -> np.ndarray:
+    """The signature's outputs (each N x H x W x 1) as one N x H x W x C array."""
+    if len(arrays) == 1:
+        return arrays[0]
+    if any(a.shape != arrays[0].shape for a in arrays):
+        raise PredictorCallError(f"predictor answered {signature!r} with outputs of different shapes "
+                                 f"{[list(a.shape) for a in arrays]}")
+    return np.concatenate(arrays, axis=-1)
 
 
 def _rest_error(payload: bytes) -> str:

@@ -1,30 +1,77 @@
-"""From the model's probability map to what a caller gets: mask PNG + disc geometry.
+"""From the model's probability maps to what a caller gets: masks as PNG, geometry, measurements, confidence.
 
 Kept free of KServe so the benchmark's in-process path measures exactly what the transformer does.
+Both pipelines answer in one form (`ImageAnswer`): a single-stage (the paper's) version through
+`preprocessing.two_stage.finish_single_stage` (no cup, so no measurements), a two-stage version
+through `preprocessing.two_stage.finish`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 
 from preprocessing.geometry import disc_geometry
-from preprocessing.pipeline import finish
-from preprocessing.transform import CropBox
+from preprocessing.two_stage import TwoStageAnswer, finish, finish_single_stage
 
 PNG_OPTIONS = [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 1]
 """1-bit PNG, light compression: a fundus-sized mask is ~2 KB and takes ~1 ms to encode."""
 
+SINGLE_STAGE, TWO_STAGE = "single-stage", "two-stage"
 
-def segment_probability(probability: np.ndarray, box: CropBox, threshold: float = 0.5) -> tuple[bytes, dict[str, Any]]:
-    """The shared post-processing (full resolution, threshold, largest component, holes filled),
-    then the mask as PNG bytes and its geometry (rounded to 0.01 px) as a JSON-ready dict."""
-    mask = finish(probability, box, threshold)
+
+@dataclass
+class ImageAnswer:
+    """One image's answer, protocol-neutral (`serving.transformer.codec` writes it for each protocol)."""
+
+    mask_png: bytes  # the disc
+    disc: dict[str, Any]  # the disc's geometry (`preprocessing.geometry.DiscGeometry.to_dict`, rounded)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    cup_png: bytes | None = None  # None: the version has no cup stage (single-stage)
+    cup: dict[str, Any] | None = None  # the cup's geometry, same form as `disc`
+    measurements: dict[str, Any] | None = None  # `Measurements.to_dict()`; None without a disc or a cup stage
+    confidence: dict[str, Any] | None = None  # `Confidence.to_dict()`
+    pipeline: str = SINGLE_STAGE
+
+
+def mask_png(mask: np.ndarray) -> bytes:
     ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255, PNG_OPTIONS)
     if not ok:
         raise ValueError("could not encode the mask as PNG")
-    return png.tobytes(), _rounded(disc_geometry(mask).to_dict())
+    return png.tobytes()
+
+
+def geometry(mask: np.ndarray) -> dict[str, Any]:
+    """A mask's geometry (rounded to 0.01 px) as a JSON-ready dict."""
+    return _rounded(disc_geometry(mask).to_dict())
+
+
+def render(answer: TwoStageAnswer, pipeline: str) -> ImageAnswer:
+    """The pipeline's answer as PNGs and JSON-ready dicts; the cup only where the version has a cup stage."""
+    two_stage = pipeline == TWO_STAGE
+    return ImageAnswer(
+        mask_png=mask_png(answer.disc),
+        disc=geometry(answer.disc),
+        cup_png=mask_png(answer.cup) if two_stage else None,
+        cup=geometry(answer.cup) if two_stage else None,
+        measurements=answer.measurements.to_dict() if answer.measurements is not None else None,
+        confidence=answer.confidence.to_dict(),
+        pipeline=pipeline,
+    )
+
+
+def answer_single_stage(probability: np.ndarray, box, stage1_input: np.ndarray, threshold: float = 0.5,
+                        laterality: str | None = None) -> ImageAnswer:
+    """A single-stage version's map (the model's size) -> the answer at the original resolution."""
+    return render(finish_single_stage(probability, box, stage1_input, threshold, laterality), SINGLE_STAGE)
+
+
+def answer_two_stage(probability: np.ndarray, square, located, final, second_look: bool, fov, config,
+                     laterality: str | None = None) -> ImageAnswer:
+    """Stage 2's crop map (disc, cup) -> the answer at the original resolution."""
+    return render(finish(probability, square, located, final, second_look, fov, config, laterality), TWO_STAGE)
 
 
 def _rounded(value: Any, digits: int = 2) -> Any:

@@ -46,10 +46,10 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.transformer.budget import Budget
-from serving.transformer.codec import json_structure_fits
+from serving.transformer.codec import LATERALITY, json_structure_fits
 from serving.transformer.config import TransformerConfig
 from serving.transformer.http_guard import guarded_protocol
-from serving.transformer.model import VERSION_HEADER, FundusTransformer
+from serving.transformer.model import LATERALITY_HEADER, VERSION_HEADER, FundusTransformer
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +244,11 @@ def build_app(dataplane: DataPlane, model: FundusTransformer, config: Transforme
         headers = dict(request.headers)
         if version is not None:  # the route's version; decode_request checks it like the header's
             headers[VERSION_HEADER] = version
+        side = request.query_params.getlist("laterality")
+        if side:  # ?laterality= is the header's other spelling; decode_request checks the value
+            if len(set(side)) > 1 or headers.get(LATERALITY_HEADER, side[0]) != side[0]:
+                raise InvalidInput("laterality is given twice, differently (the query and the header)")
+            headers[LATERALITY_HEADER] = side[0]
         payload = await parse(v1_payload, await request.body(), request.headers.get("content-type"), max_images)
         response, _ = await dataplane.infer(model_name=model_name, request=payload, headers=headers)
         return ORJSONResponse(response)
@@ -425,11 +430,15 @@ class TransformerServicer(InferenceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         # Counted on the message itself: KServe's conversion would otherwise build every element first.
+        # At most two inputs (the images and, optionally, one named "laterality"), each of at most max_images.
         max_images = self._config.max_images
-        elements = sum(len(i.contents.bytes_contents) for i in request.inputs) + len(request.raw_input_contents)
-        if len(request.inputs) > 1 or elements > max_images:
-            raise InvalidInput(f"the request holds {elements} images in {len(request.inputs)} inputs; send one "
-                               f"BYTES input of at most {max_images} images")
+        inputs = request.inputs
+        sides = sum(i.name == LATERALITY for i in inputs)
+        most = max((len(i.contents.bytes_contents) for i in inputs), default=0)
+        if len(inputs) > 1 + (sides == 1) or most > max_images or len(request.raw_input_contents) > len(inputs):
+            raise InvalidInput(f"the request holds {most} images in {len(inputs)} inputs; send one BYTES input of "
+                               f"at most {max_images} images (and optionally a BYTES input {LATERALITY!r} of the "
+                               "same shape)")
         return await super().ModelInfer(request, context)  # the version is checked by decode_request
 
 

@@ -99,13 +99,27 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
 
 
-class FakePredictor:
-    """The predictor's answers as the transformer sees them: versions, labels, cards, errors in order."""
+def crop_probability(size: int = 128, multiple: float = 2.5, cup_fraction: float = 0.5, shift: float = 0.0) -> np.ndarray:
+    """What a good stage 2 answers on a crop: a disc of the crop's expected diameter (size / multiple),
+    `shift` diameters right of the centre, and a cup of `cup_fraction` of its diameter inside; S x S x 2."""
+    radius = size / multiple / 2
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    distance = np.hypot(yy - size / 2, xx - size / 2 - shift * 2 * radius)
+    return np.stack([distance <= radius, distance <= radius * cup_fraction], axis=-1).astype(np.float32)
 
-    def __init__(self, versions=(3,), errors=(), labels=None, cards=None) -> None:
+
+class FakePredictor:
+    """The predictor's answers as the transformer sees them: versions, labels, cards, errors in order.
+
+    `serving_default` answers `disc_probability()` for every image; `segment` (a two-stage version's
+    stage 2) answers `segment(crops, call_number)`, by default `crop_probability()` for every crop."""
+
+    def __init__(self, versions=(3,), errors=(), labels=None, cards=None, segment=None) -> None:
         self.versions, self.errors = list(versions), list(errors)
         self.labels, self.cards = dict(labels or {}), dict(cards or {})  # label -> version, version -> card JSON
+        self.segment = segment or (lambda crops, _: np.repeat(crop_probability()[None], len(crops), axis=0))
         self.calls: list[tuple[tuple, str | None]] = []
+        self.signatures: list[str] = []
         self.card_calls: list[str | None] = []
 
     def _resolve(self, version: str | None) -> int:
@@ -128,13 +142,17 @@ class FakePredictor:
         number = self._resolve(version)
         return CardResult(self.cards.get(number), number)
 
-    async def predict(self, images, version=None):
+    async def predict(self, images, version=None, signature="serving_default"):
         from serving.transformer.predictor_client import PredictResult
 
         self.calls.append((images.shape, version))
+        self.signatures.append(signature)
         if self.errors:
             raise self.errors.pop(0)
         assert images.dtype == np.float32 and images.shape[1:] == (128, 128, 3)
+        if signature == "segment":
+            return PredictResult(self.segment(images, self.signatures.count("segment")), self._resolve(version))
+        assert signature == "serving_default", signature
         return PredictResult(np.repeat(disc_probability()[None], len(images), axis=0), self._resolve(version))
 
     async def available_versions(self) -> list[int]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 from kserve.errors import InvalidInput
@@ -69,14 +70,87 @@ def test_bad_v1_requests(payload, message):
     (lambda: v2(["%%%"]), "element 0: not valid base64"),
     (lambda: v2([]), "no images"),
     (lambda: InferRequest("optic-disc", [InferInput("a", [1], "BYTES", [B64]), InferInput("b", [1], "BYTES", [B64])]),
-     "exactly one BYTES input"),
+     "expected one BYTES input"),
+    (lambda: InferRequest("optic-disc", [InferInput("laterality", [1], "BYTES", ["L"])]), "expected one BYTES input"),
+    (lambda: InferRequest("optic-disc", [InferInput("i", [1], "BYTES", [B64]), InferInput("laterality", [1], "BYTES", ["L"]),
+                                         InferInput("laterality", [1], "BYTES", ["R"])]), "expected one BYTES input"),
 ])
 def test_bad_v2_requests(request_, message):
     with pytest.raises(InvalidInput, match=message):
         decode_request(request_(), max_images=4)
 
 
+def with_sides(images: list, sides: list, grpc: bool = False, shape=None) -> InferRequest:
+    return InferRequest("optic-disc", [InferInput("image_bytes", [len(images)], "BYTES", images),
+                                       InferInput("laterality", shape or [len(sides)], "BYTES", sides)],
+                        from_grpc=grpc)
+
+
+def test_laterality_per_image_in_every_protocol():
+    v1 = decode_request({"instances": [{"image_bytes": {"b64": B64}, "laterality": "L"}, {"b64": B64, "laterality": "R"},
+                                       {"b64": B64}, {"image_bytes": {"b64": B64}, "laterality": None}]}, max_images=4)
+    assert v1.images == [PNG] * 4 and v1.lateralities == ["L", "R", None, None]
+    assert decode_request(PNG, max_images=4, laterality="R").lateralities == ["R"]
+    assert decode_request(PNG, max_images=4).lateralities == [None]
+    rest = decode_request(with_sides([B64, B64, B64], ["L", "", "R"]), max_images=4)
+    grpc = decode_request(with_sides([PNG, PNG], [b"R", b""], grpc=True), max_images=4)
+    assert rest.lateralities == ["L", None, "R"] and grpc.lateralities == ["R", None] and grpc.images == [PNG, PNG]
+    assert decode_request(v2([B64, B64]), max_images=4).lateralities == [None, None]
+
+
+@pytest.mark.parametrize("decode, message", [
+    (lambda: decode_request({"instances": [{"b64": B64}, {"b64": B64, "laterality": "left"}]}, 4),
+     "instance 1: laterality must be \"L\""),
+    (lambda: decode_request({"instances": [{"image_bytes": {"b64": B64}, "laterality": 1}]}, 4), "instance 0: laterality"),
+    (lambda: decode_request({"instances": [{"image_bytes": {"b64": B64}, "laterality": "l"}]}, 4), "got 'l'"),
+    (lambda: decode_request(PNG, 4, laterality="OD"), "the laterality header: laterality must be"),
+    (lambda: decode_request({"instances": [{"b64": B64}]}, 4, laterality="L"), "is for a raw image body"),
+    (lambda: decode_request(with_sides([B64], ["X" * 10_000]), 4), "element 0: laterality must be"),
+    (lambda: decode_request(with_sides([PNG], [b"\xff"], grpc=True), 4), "non-ASCII"),
+    (lambda: decode_request(with_sides([B64, B64], ["L"]), 4), "has shape [1], the images [2]"),
+    (lambda: decode_request(with_sides([B64], ["L"], shape=[10**12]), 4), "has shape"),
+    (lambda: decode_request(InferRequest("optic-disc", [InferInput("i", [1], "BYTES", [B64]),
+                                                        InferInput("laterality", [1], "FP32", [1.0])]), 4),
+     "'laterality' must have datatype BYTES"),
+])
+def test_bad_laterality_is_refused_naming_where(decode, message):
+    with pytest.raises(InvalidInput, match=re.escape(message)) as caught:
+        decode()
+    assert "X" * 100 not in str(caught.value)  # a long value is not echoed
+
+
 RESULTS = [ImageAnswer(PNG, {"area_px": 10}, {"total": 1.0}), ImageAnswer(PNG, {"area_px": 0}, {"total": 2.0})]
+CUP = b"\x89PNG cup"
+TWO_STAGE = ImageAnswer(PNG, {"area_px": 10}, {"total": 1.0}, cup_png=CUP, cup={"area_px": 3},
+                        measurements={"vcdr": 0.5}, confidence={"score": 0.9, "low": False, "reasons": [], "codes": []},
+                        pipeline="two-stage")
+SINGLE_STAGE = ImageAnswer(PNG, {"area_px": 0}, {"total": 2.0},
+                           confidence={"score": 0.1, "low": True, "reasons": ["r"], "codes": ["no_disc_located"]})
+
+
+def test_v1_answers_cup_measurements_confidence_and_pipeline():
+    two, single = encode_response(ImageBatch([], V1), [TWO_STAGE, SINGLE_STAGE], "optic-disc", 7)["predictions"]
+    assert base64.b64decode(two["cup"]["mask"]["b64"]) == CUP and two["cup"]["area_px"] == 3
+    assert two["measurements"] == {"vcdr": 0.5} and two["confidence"]["low"] is False and two["pipeline"] == "two-stage"
+    assert single["cup"] is None and single["measurements"] is None and single["pipeline"] == "single-stage"
+    assert single["confidence"]["codes"] == ["no_disc_located"]
+    assert set(two) == {"mask", "disc", "cup", "measurements", "confidence", "pipeline", "model_name", "model_version",
+                        "timings_ms"} == set(single)
+
+
+def test_v2_answers_the_same_fields_as_outputs():
+    grpc = encode_response(ImageBatch([], V2_GRPC), [TWO_STAGE, SINGLE_STAGE], "optic-disc", 7).to_grpc()
+    outputs = {o.name: list(o.contents.bytes_contents) for o in grpc.outputs}
+    assert outputs["cup_mask"] == [CUP, b""]  # no cup stage: an empty element
+    assert [json.loads(x) for x in outputs["cup"]] == [{"area_px": 3}, None]
+    assert [json.loads(x) for x in outputs["measurements"]] == [{"vcdr": 0.5}, None]
+    assert [json.loads(x)["low"] for x in outputs["confidence"]] == [False, True]
+    assert outputs["pipeline"] == [b"two-stage", b"single-stage"]
+    rest, _ = encode_response(ImageBatch([], V2_REST), [TWO_STAGE, SINGLE_STAGE], "optic-disc", 7).to_rest()
+    outputs = {o["name"]: o for o in rest["outputs"]}
+    assert [base64.b64decode(x) for x in outputs["cup_mask"]["data"]] == [CUP, b""]
+    assert outputs["pipeline"]["data"] == ["two-stage", "single-stage"]
+    assert json.loads(outputs["confidence"]["data"][1])["codes"] == ["no_disc_located"]
 
 
 def test_v1_response():

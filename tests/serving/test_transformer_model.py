@@ -24,7 +24,8 @@ from tests.serving.helpers import FakePredictor, disc_probability
 
 
 def make(tmp_path=None, **options) -> tuple[FundusTransformer, FakePredictor]:
-    fake = FakePredictor(**{k: options.pop(k) for k in ("versions", "errors", "labels", "cards") if k in options})
+    fake = FakePredictor(**{k: options.pop(k) for k in ("versions", "errors", "labels", "cards", "segment")
+                            if k in options})
     return FundusTransformer(TransformerConfig(**options), predictor=fake), fake
 
 
@@ -166,7 +167,7 @@ def test_a_version_swapped_out_mid_request_is_asked_again_and_prepared_again(ima
     call(model, image_bytes)
     fake.versions = [4]  # version 3 unloaded; the cached answer still says 3
 
-    async def predict(images, version=None):
+    async def predict(images, version=None, signature="serving_default"):
         fake.calls.append((images.shape, version))
         if version == "3":
             raise VersionNotFound("no version 3")
@@ -177,3 +178,133 @@ def test_a_version_swapped_out_mid_request_is_asked_again_and_prepared_again(ima
     assert [v for _, v in fake.calls][-2:] == ["3", "4"] and prediction["model_version"] == 4
     expected = finish(disc_probability(), prepare(image_bytes, PreprocessConfig(crop_fraction=0.05)).box)
     assert prediction["disc"]["area_px"] == int(expected.sum())
+
+
+# -- two-stage versions ---------------------------------------------------------------------------
+
+
+def two_stage_card() -> str:
+    from fundus_seg.model_card import ModelCard, SegmentCard
+    from training_job.config import UNetConfig
+
+    return ModelCard("optic-disc", UNetConfig(), segment=SegmentCard(UNetConfig())).to_json()
+
+
+def masks_of(prediction: dict) -> tuple[np.ndarray, np.ndarray]:
+    def png(b64: str) -> np.ndarray:
+        return cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_GRAYSCALE) > 0
+    return png(prediction["mask"]["b64"]), png(prediction["cup"]["mask"]["b64"])
+
+
+def test_two_stage_one_batched_call_per_stage_pinned_to_one_version(image_bytes):
+    from preprocessing.two_stage import TwoStageConfig, segment_image
+    from tests.serving.helpers import crop_probability
+
+    model, fake = make(versions=[5], cards={5: two_stage_card()})
+    predictions = call(model, v1(image_bytes, image_bytes))["predictions"]
+    assert fake.signatures == ["serving_default", "segment"]  # the crops were right: no second look
+    assert fake.calls == [((2, 128, 128, 3), "5"), ((2, 128, 128, 3), "5")]
+    # the same answer as the shared pipeline run in-process with the same two model answers
+    expected = segment_image(decode_image(image_bytes), lambda x: disc_probability()[None],
+                             lambda x: crop_probability()[None], TwoStageConfig())
+    for prediction in predictions:
+        disc, cup = masks_of(prediction)
+        assert np.array_equal(disc, expected.disc) and np.array_equal(cup, expected.cup)
+        assert cup.any() and not (cup & ~disc).any()  # the cup lies inside the disc
+        assert prediction["cup"]["area_px"] == int(cup.sum()) and prediction["disc"]["area_px"] == int(disc.sum())
+        assert prediction["measurements"] == expected.measurements.to_dict()
+        assert 0.45 < prediction["measurements"]["vcdr"] < 0.55  # stage 2's cup is half the disc's diameter
+        assert prediction["confidence"] == expected.confidence.to_dict()
+        assert prediction["pipeline"] == "two-stage" and prediction["model_version"] == 5
+    assert model.pixels.used == 0 and model.retained.used == 0  # every budget given back
+    json.dumps(predictions)
+
+
+def test_single_stage_answers_in_the_same_form(image_bytes):
+    model, _ = make()
+    [prediction] = call(model, image_bytes)["predictions"]
+    assert prediction["pipeline"] == "single-stage" and prediction["cup"] is None and prediction["measurements"] is None
+    assert set(prediction["confidence"]) == {"score", "low", "reasons", "codes"}
+
+
+def test_laterality_names_the_horizontal_sectors_and_judges_isnt(image_bytes):
+    model, _ = make(versions=[5], cards={5: two_stage_card()})
+    body = v1(image_bytes, image_bytes, image_bytes)
+    body["instances"][0]["laterality"], body["instances"][1]["laterality"] = "R", "L"
+    right, left, unknown = (p["measurements"] for p in call(model, body)["predictions"])
+    assert set(right["rim_width_px"]) == {"superior", "inferior", "nasal", "temporal"} == set(left["rim_width_px"])
+    assert set(unknown["rim_width_px"]) == {"superior", "inferior", "left", "right"}
+    assert right["laterality"] == "R" and isinstance(right["isnt_holds"], bool) and unknown["isnt_holds"] is None
+    # a right eye's nasal side is the image's right
+    assert right["rim_width_px"]["nasal"] == unknown["rim_width_px"]["right"] == left["rim_width_px"]["temporal"]
+    [raw] = call(model, image_bytes, {"fundus-seg-laterality": "L"})["predictions"]
+    assert raw["measurements"] == left
+    with pytest.raises(InvalidInput, match="laterality must be"):
+        call(model, image_bytes, {"fundus-seg-laterality": "left"})
+
+
+def test_the_second_look_sends_only_the_images_whose_crop_was_off(image_bytes):
+    from tests.serving.helpers import crop_probability
+
+    def segment(crops, number):
+        answers = np.repeat(crop_probability()[None], len(crops), axis=0)
+        if number == 1:
+            answers[1] = crop_probability(shift=0.4)  # stage 2 sees image 1's disc well right of the centre
+        return answers
+
+    model, fake = make(versions=[5], cards={5: two_stage_card()}, segment=segment)
+    first, second = call(model, v1(image_bytes, image_bytes))["predictions"]
+    assert fake.signatures == ["serving_default", "segment", "segment"]
+    assert [shape[0] for shape, _ in fake.calls] == [2, 2, 1] and {v for _, v in fake.calls} == {"5"}
+    assert second["disc"]["centroid"][0] > first["disc"]["centroid"][0] + 10  # cut again where the disc was seen
+
+
+def test_images_the_retained_budget_cannot_keep_are_decoded_again_to_the_same_answer(image_bytes):
+    kept, _ = make(versions=[5], cards={5: two_stage_card()})
+    redecoded, _ = make(versions=[5], cards={5: two_stage_card()}, retained_pixels=1)
+    body = v1(image_bytes, image_bytes)
+    a, b = (call(m, body)["predictions"] for m in (kept, redecoded))
+    for x, y in zip(a, b):
+        x.pop("timings_ms"), y.pop("timings_ms")
+        assert x == y
+    assert redecoded.retained.used == 0 and redecoded.pixels.used == 0
+
+
+def test_a_version_swapped_out_between_the_stages_runs_again_on_the_new_one(image_bytes):
+    from tests.serving.helpers import crop_probability
+
+    def segment(crops, number):
+        if number == 1:
+            fake.versions = [6]
+            raise VersionNotFound("no version 5")
+        return np.repeat(crop_probability()[None], len(crops), axis=0)
+
+    model, fake = make(versions=[5], cards={5: two_stage_card(), 6: two_stage_card()}, segment=segment)
+    [prediction] = call(model, image_bytes)["predictions"]
+    assert [v for _, v in fake.calls] == ["5", "5", "6", "6"] and prediction["model_version"] == 6
+    assert model.retained.used == 0
+
+
+def test_a_failing_second_stage_gives_every_budget_back(image_bytes):
+    def segment(crops, number):
+        return np.full((len(crops), 128, 128, 2), np.nan, np.float32)
+
+    model, _ = make(versions=[5], cards={5: two_stage_card()}, segment=segment)
+    with pytest.raises(InferenceError, match="non-finite"):
+        call(model, v1(image_bytes, image_bytes))
+    assert model.retained.used == 0 and model.pixels.used == 0
+
+
+def test_a_photo_that_is_not_a_fundus_is_low_confidence_even_when_the_model_sees_a_disc():
+    """The fake model answers a perfect disc for anything: the answer must still not be a confident one."""
+    rng = np.random.default_rng(0)
+    grey = np.full((480, 640, 3), 128, np.uint8)
+    noise = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    sky = np.zeros((480, 640, 3), np.uint8)
+    sky[..., 2] = np.linspace(120, 255, 640, dtype=np.uint8)  # a blue gradient: no fundus is blue
+    sky[..., 1] = 90
+    photos = [cv2.imencode(".jpg", cv2.cvtColor(p, cv2.COLOR_RGB2BGR))[1].tobytes() for p in (grey, noise, sky)]
+    for model, _ in (make(versions=[5], cards={5: two_stage_card()}), make()):
+        for prediction in call(model, v1(*photos))["predictions"]:
+            assert prediction["confidence"]["low"] is True, prediction["confidence"]
+            assert "not_fundus_colour" in prediction["confidence"]["codes"]
