@@ -15,10 +15,13 @@ from training_job.config import (
     ACCELERATORS,
     INCREMENTAL_EPOCHS,
     MODES,
+    PIPELINES,
     JobOptions,
     RunConfig,
+    SegmentStageConfig,
     configs_from_dict,
     read_config_file,
+    two_stage,
     with_overrides,
 )
 
@@ -61,6 +64,10 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-data", type=_csv, help="extra datasets whose test split is scored")
     parser.add_argument("--out", "--model-repo", dest="model_repo", help="model repository (folder or URI)")
     parser.add_argument("--model-name", help=f"default {DEFAULT_MODEL_NAME}")
+    parser.add_argument("--pipeline", choices=PIPELINES,
+                        help="two-stage: locate the disc, then segment disc and cup on a crop around it (what the bundled "
+                             "model is); single-stage: the paper's whole-image disc model (default, unless the config "
+                             "file has a `segment:` section; an incremental run keeps its base version's pipeline)")
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int)
     group.add_argument("--steps-per-epoch", type=int)
@@ -69,6 +76,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--schedule", choices=("cosine", "constant"))
     group.add_argument("--loss", choices=("bce_dice", "dice"))
     group.add_argument("--seed", type=int)
+    group.add_argument("--segment-epochs", type=int, help="two-stage: stage 2's epochs (default 30; incremental 3)")
+    group.add_argument("--segment-steps-per-epoch", type=int, help="two-stage: stage 2's steps per epoch (default 200)")
     group.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                        help="XLA-compile each training step (default on); --no-jit-compile starts faster: short runs")
     add_model_flags(parser)
@@ -109,6 +118,24 @@ def configs_from_args(args: argparse.Namespace) -> tuple[RunConfig, JobOptions]:
         train={k: getattr(args, k, None) for k in TRAIN_FLAGS},
         model={k: getattr(args, k, None) for k in MODEL_FLAGS},
     )
+    if getattr(args, "pipeline", None) == "two-stage" and run.segment is None:
+        run = two_stage(run)
+    elif getattr(args, "pipeline", None) == "single-stage":
+        run = dataclasses.replace(run, segment=None)
+    segment_train = {k: v for k, v in (("epochs", getattr(args, "segment_epochs", None)),
+                                       ("steps_per_epoch", getattr(args, "segment_steps_per_epoch", None))) if v is not None}
+    if segment_train:
+        if run.segment is None and (getattr(args, "mode", None) or job.mode) == "incremental":
+            # the base version decides the pipeline; these settings apply if it is two-stage
+            run = dataclasses.replace(run, segment=SegmentStageConfig(train=dataclasses.replace(
+                SegmentStageConfig().train, epochs=INCREMENTAL_EPOCHS)))
+        if run.segment is None:
+            raise FundusSegError("--segment-epochs/--segment-steps-per-epoch need --pipeline two-stage")
+        try:
+            run = dataclasses.replace(run, segment=dataclasses.replace(
+                run.segment, train=dataclasses.replace(run.segment.train, **segment_train)))
+        except ValueError as exc:
+            raise FundusSegError(f"segment: {exc}") from None
     flags = {k: v for k in JOB_FLAGS if (v := getattr(args, k, None)) is not None}
     if job.run_id is None and "run_id" not in flags:
         flags["run_id"] = next((os.environ[v] for v in RUN_ID_VARIABLES if os.environ.get(v)), None)
