@@ -218,10 +218,27 @@ def _human(result: dict) -> str:
             f"flagged {flagged['n']}/{result['n']}")
 
 
+def _check_outputs(per_image: str | None, report: str | None) -> None:
+    """--per-image's folder and --report's folder exist (created) and can be written to."""
+    for flag, folder in (("--per-image", Path(per_image).parent if per_image else None),
+                         ("--report", Path(report) if report else None)):
+        if folder is None:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FundusSegError(f"{flag} {folder}: cannot create the folder ({exc.strerror or exc})") from None
+        if not os.access(folder, os.W_OK):
+            raise FundusSegError(f"{flag} {folder}: not writable")
+    if per_image and Path(per_image).is_dir():
+        raise FundusSegError(f"--per-image {per_image}: is a folder; give a file name (e.g. {per_image}/scores.csv)")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fundus_seg.model_repository import load_version
     from training_job.evaluate import evaluate_single_stage_images, evaluate_two_stage_images, score_images
 
+    _check_outputs(args.per_image, args.report)  # before minutes of scoring, not after
     version_dir = resolve_version_dir(args.model)
     version = load_version(version_dir)  # scored with the preprocessing and threshold on its card
     if version.segment is not None:

@@ -150,3 +150,16 @@ def test_single_stage_versions_keep_their_disc_scores_and_add_empty_cup_and_vcdr
     for words in (f"Dice mean {result['dice_mean']}", "cup Dice - (n=0)", "vCDR MAE - ", "glaucoma AUC -",
                   "flagged 0/6"):
         assert words in line, (words, line)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--per-image", "{tmp}"], "is a folder"),
+    (["--per-image", "{tmp}/a-file/scores.csv"], "cannot create the folder"),
+    (["--report", "{tmp}/a-file"], "cannot create the folder"),
+])
+def test_unwritable_outputs_are_refused_before_scoring(tmp_path, capsys, flags, message):
+    (tmp_path / "a-file").write_text("not a folder")
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    assert main(["evaluate", "--model", str(tmp_path / "no-such-repo"), "--data", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and flags[0] in err[0], err
