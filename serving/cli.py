@@ -36,13 +36,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     segment = subparsers.add_parser(
         "segment", help="segment fundus images with a running service; prints JSON per image",
         description="Send images to a running service (`fundus-seg serve`) and print one JSON line per image: "
-                    "disc geometry, model version, timings.")
+                    "disc (and cup) geometry, measurements, confidence, model version, timings.")
     segment.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     where = segment.add_mutually_exclusive_group()
     where.add_argument("--url", help="transformer REST URL (default http://127.0.0.1:8080)")
     where.add_argument("--grpc", metavar="HOST:PORT", help="use gRPC (Open Inference Protocol v2), e.g. 127.0.0.1:8081")
-    segment.add_argument("--overlay", type=Path, metavar="DIR", help="write <image>-overlay.png (disc contour) here")
-    segment.add_argument("--masks", type=Path, metavar="DIR", help="write <image>-mask.png here")
+    segment.add_argument("--overlay", type=Path, metavar="DIR",
+                         help="write <image>-overlay.png (disc and cup contours, the vCDR, LOW CONFIDENCE) here")
+    segment.add_argument("--masks", type=Path, metavar="DIR",
+                         help="write <image>-mask.png (the disc) and, from a two-stage model, <image>-cup.png here")
+    segment.add_argument("--laterality", choices=["L", "R"],
+                         help="the eye of every image given (L or R): rim widths are then nasal/temporal and the "
+                              "ISNT rule is judged; without it they are the image's left/right")
     segment.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     segment.add_argument("--version", help="model version number or label (default: what the service routes to)")
     segment.add_argument("--timeout", type=float, default=60.0)
@@ -109,13 +114,14 @@ def run_segment(args: argparse.Namespace) -> int:
             record: dict = {"image": str(path)}
             try:
                 data = path.read_bytes()
-                [result] = client.segment([data], version=args.version)
+                [result] = client.segment([data], version=args.version, laterality=args.laterality)
                 record.update(result.to_dict())
                 if args.masks is not None:
                     record["mask"] = str(_write(args.masks / f"{path.stem}-mask.png", result.mask_png))
+                    if result.cup_png is not None:
+                        record["cup_mask"] = str(_write(args.masks / f"{path.stem}-cup.png", result.cup_png))
                 if args.overlay is not None:
-                    record["overlay"] = str(_write(args.overlay / f"{path.stem}-overlay.png",
-                                                   overlay(data, result.mask())))
+                    record["overlay"] = str(_write(args.overlay / f"{path.stem}-overlay.png", overlay(data, result)))
             except (OSError, SegmentationError) as exc:
                 failures += 1
                 record["error"] = str(exc)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fundus_seg.paths import DEFAULT_MODEL_NAME
-from tests.serving.helpers import DRISHTI, FakeKubeAPI, build_saved_model
+from tests.serving.helpers import DRISHTI, FakeKubeAPI, build_saved_model, build_two_stage_version, bundled_two_stage
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +35,12 @@ def saved_model_template(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("serving-models") / "bright"
     build_saved_model(path, 0.7)
     return path
+
+
+@pytest.fixture(scope="session")
+def two_stage_version(tmp_path_factory) -> Path:
+    """A two-stage version: the bundled one when published (models/optic-disc/2), else a tiny untrained one."""
+    return bundled_two_stage() or build_two_stage_version(tmp_path_factory.mktemp("two-stage") / "tiny")
 
 
 @pytest.fixture(scope="session")

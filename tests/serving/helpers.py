@@ -56,6 +56,40 @@ def build_saved_model(path: Path, bias: float, card: str | None = None) -> None:
     (path / "metrics.json").write_text(card or '{"test_metrics": {}}')
 
 
+def bundled_two_stage() -> Path | None:
+    """The newest bundled version that is two-stage (models/optic-disc/2 once it is published), if any
+    ($FUNDUS_SEG_TEST_TWO_STAGE_VERSION names another trained two-stage version directory instead)."""
+    from fundus_seg.model_card import ModelCard
+
+    override = os.environ.get("FUNDUS_SEG_TEST_TWO_STAGE_VERSION")
+    if override:
+        return Path(override)
+
+    for card in sorted((BUNDLED_MODEL_REPO / DEFAULT_MODEL_NAME).glob("*/metrics.json"),
+                       key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1, reverse=True):
+        if (card.parent / "saved_model.pb").is_file() and ModelCard.from_json(card.read_text()).segment is not None:
+            return card.parent
+    return None
+
+
+def build_two_stage_version(path: Path, seed: int = 0) -> Path:
+    """A tiny, untrained two-stage version through the real export (both signatures, the card): for the
+    contract and the pipeline's plumbing, not for its answers."""
+    import keras
+
+    from training_job.config import UNetConfig
+    from training_job.export import save_serving_model
+    from training_job.unet import build_unet
+
+    keras.utils.set_random_seed(seed)
+    tiny = UNetConfig(depth=2, width=4, increment_ratio=1.0, input_size=128)
+    architecture = {"depth": 2, "width": 4, "increment_ratio": 1.0, "input_size": 128}
+    card = {"model_name": DEFAULT_MODEL_NAME, "mode": "full", "data": [], "test_metrics": {},
+            "config": {"model": architecture, "preprocess": {"crop_fraction": 0.1, "size": 128},
+                       "segment": {"model": architecture, "crop": {"multiple": 2.5, "size": 128}}}}
+    return save_serving_model(build_unet(tiny, channels=1), path, card, segment_model=build_unet(tiny, channels=2))
+
+
 def logs_of(stack) -> str:
     return "".join(p.read_text(errors="replace") for p in sorted(stack.config.log_dir.glob("*.log")))
 

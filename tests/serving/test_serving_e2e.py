@@ -54,6 +54,14 @@ def grpc_client(service):
     client.close()
 
 
+def served_pipeline() -> str:
+    """What the served version's card says it is (the stand-in has no segment stage)."""
+    from fundus_seg.model_card import ModelCard
+
+    version = bundled_version()
+    return "single-stage" if version is None else ModelCard.from_json((version / "metrics.json").read_text()).pipeline
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -69,8 +77,11 @@ def test_rest_and_grpc_answer_several_images_at_full_size(rest, grpc_client, dri
             assert {"area_px", "equivalent_radius_px", "centroid", "bbox", "ellipse", "vertical_diameter_px",
                     "horizontal_diameter_px"} <= result.disc.keys()
             assert result.timings_ms["total"] > 0
+            assert result.pipeline == served_pipeline() and result.confidence is not None
+            if result.pipeline == "single-stage":  # no cup stage: no cup, no measurements
+                assert result.cup is None and result.cup_mask() is None and result.measurements is None
     for a, b in zip(by_rest, by_grpc):  # same pipeline whatever the protocol
-        assert np.array_equal(a.mask(), b.mask()) and a.disc == b.disc
+        assert np.array_equal(a.mask(), b.mask()) and a.disc == b.disc and a.confidence == b.confidence
 
 
 def test_open_inference_protocol_over_rest(service, rest, drishti):
