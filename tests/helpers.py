@@ -67,3 +67,70 @@ def s3_environment(endpoint: str, nowhere: Path) -> dict[str, str]:
         "AWS_CONFIG_FILE": str(nowhere),  # ignore any ~/.aws of the machine
         "AWS_SHARED_CREDENTIALS_FILE": str(nowhere),
     }
+
+
+PATIENT = {"PatientName": "Doe^Jane", "PatientID": "PID-SECRET-4711", "PatientBirthDate": "19600101",
+           "PatientSex": "F"}
+"""Patient attributes of every DICOM photo the tests make: logs and error messages must never contain them."""
+
+
+def fundus_dicom(rgb: np.ndarray, transfer_syntax: str = "1.2.840.10008.1.2.1", *, laterality: str | None = "R",
+                 sop_class: str = "1.2.840.10008.5.1.4.1.1.77.1.5.1", frames: int = 1, **attributes) -> bytes:
+    """A DICOM Part 10 Ophthalmic Photography 8 Bit image of `rgb` (H x W x 3 uint8, or H x W x 1/2-D grey), in
+    `transfer_syntax`: native ones as is, JPEG baseline as a Pillow JPEG in YBR_FULL_422 (what cameras write),
+    RLE, JPEG-LS and JPEG 2000 through pydicom's encoders. `frames` > 1 repeats the image (frame i brightened by
+    i). `attributes` override or add data elements by keyword (None deletes one)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID, JPEGBaseline8Bit, generate_uid
+
+    grey = rgb.ndim == 2 or rgb.shape[-1] == 1
+    pixels = rgb.reshape(rgb.shape[0], rgb.shape[1]) if grey else rgb
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1")
+    ds.update({"Modality": "OP", "StudyInstanceUID": generate_uid(), "SeriesInstanceUID": generate_uid(),
+               "StudyID": "1", "SeriesNumber": 1, "InstanceNumber": 1, "AccessionNumber": "ACC-SECRET-99",
+               "StudyDate": "20260101", "StudyTime": "101500", "ReferringPhysicianName": "",
+               "Manufacturer": "test camera", "ImageType": ["ORIGINAL", "PRIMARY"], "ContentDate": "20260101",
+               "ContentTime": "101501", "AcquisitionDateTime": "20260101101501", "BurnedInAnnotation": "NO",
+               "PatientOrientation": "", "LossyImageCompression": "00", **PATIENT})
+    if laterality is not None:
+        ds.ImageLaterality = laterality
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.SamplesPerPixel = 1 if grey else 3
+    ds.PhotometricInterpretation = "MONOCHROME2" if grey else "RGB"
+    if not grey:
+        ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8 * pixels.dtype.itemsize
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 0
+    stack = [np.clip(pixels.astype(np.int32) + i, 0, np.iinfo(pixels.dtype).max).astype(pixels.dtype)
+             for i in range(frames)]
+    if frames > 1 or sop_class != "1.2.840.10008.5.1.4.1.1.77.1.4":  # OP images have a multi-frame module
+        ds.NumberOfFrames = frames
+    if transfer_syntax == JPEGBaseline8Bit:
+        ds.PixelData = encapsulate([encode(frame, "JPEG", quality=95) for frame in stack])
+        ds.PhotometricInterpretation = "YBR_FULL_422" if not grey else "MONOCHROME2"
+        ds.LossyImageCompression, ds.LossyImageCompressionMethod = "01", "ISO_10918_1"
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = np.stack(stack).tobytes() if frames > 1 else stack[0].tobytes()
+        if transfer_syntax in ("1.2.840.10008.1.2",):
+            ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)
+        elif transfer_syntax != "1.2.840.10008.1.2.1":
+            lossy = {"1.2.840.10008.1.2.4.81": {"jls_error": 2}, "1.2.840.10008.1.2.4.91": {"j2k_cr": [20]}}
+            ds.compress(transfer_syntax, **lossy.get(transfer_syntax, {}))
+    for keyword, value in attributes.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
