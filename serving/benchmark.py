@@ -31,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -164,8 +165,11 @@ Produced by `{command}` ({time.strftime('%Y-%m-%d')}); rerun it to refresh this 
   {'on' if self.config.enable_batching else 'off'}
 - floor: decode + preprocess + model call in the benchmark's own Python process (the SavedModel
   loaded there), as the issue defines it; batched = {self.config.batch} images prepared in a thread pool,
-  one model call. "+ post-processing" adds what the service also does per image: the probability
-  back at full resolution, threshold, largest component, hole filling, geometry and the mask PNG
+  one model call. For a two-stage version the "model call" is both stages with what lies between
+  them: stage 1, the disc-centred crops, stage 2, and the second look (crops cut again and stage 2
+  again for the images that need it). "+ post-processing" adds what the service also does per image:
+  the probabilities back at full resolution, threshold, largest component, hole filling, the cup,
+  measurements and confidence, geometry and the mask PNGs
 
 ## Results
 
@@ -219,37 +223,92 @@ def latest_version_dir(model_repo: Path, model_name: str) -> Path:
     return local_version(Path(model_repo) / model_name)
 
 
-def measure_floor(image: bytes, version_dir: Path, requests: int, batch: int, warmup: int) -> Floor:
-    import functools
+@dataclass
+class InProcess:
+    """The transformer's work for one version, in this process: prepare an image, run the model part on a
+    batch (both stages with the crops and the second look between them, for a two-stage version), finish."""
 
+    prepare: Callable[[bytes], Any]
+    model: Callable[[list, ThreadPoolExecutor | None], list]
+    finish: Callable[[Any, Any], Any]
+    pipeline: str
+
+
+def in_process(version) -> InProcess:
+    """The same steps the transformer runs for `version` (a `LoadedVersion`), with the version's own card."""
+    from preprocessing.confidence import field_of_view
+    from preprocessing.decode import decode_image
+    from preprocessing.pipeline import prepare
+    from preprocessing.two_stage import locate_input, read_location, refine, segment_input
+    from serving.transformer.result import answer_single_stage, answer_two_stage
+
+    card = version.card
+    if version.segment is None:
+        def model(prepared: list, pool=None) -> list:
+            return list(version.predict(np.stack([p.input for p in prepared])))
+
+        return InProcess(lambda data: prepare(data, card.preprocess), model,
+                         lambda p, probability: answer_single_stage(probability, p.box, p.input, card.threshold),
+                         "single-stage")
+    config = card.two_stage()
+
+    def prepare_two(data: bytes):
+        rgb = decode_image(data)
+        return (rgb, *locate_input(rgb, config))
+
+    def model_two(states: list, pool: ThreadPoolExecutor | None = None) -> list:
+        each = pool.map if pool is not None else map
+        first = version.predict(np.stack([stage1 for _, stage1, _ in states]))
+
+        def cut(state, probability):
+            rgb, stage1, box = state
+            located = read_location(probability, box, config.threshold)
+            return [located, field_of_view(stage1, box), *segment_input(rgb, located, config)]
+
+        looks = list(each(cut, states, first))  # [located, fov, crop, square]
+        second = version.segment(np.stack([look[2] for look in looks]))
+
+        def look_again(state, look, probability):
+            better = refine(probability, look[3], look[0], config)
+            return None if better is None else (better, *segment_input(state[0], better, config))
+
+        again = list(each(look_again, states, looks, second))
+        probabilities = list(second)
+        redo = [i for i, a in enumerate(again) if a is not None]
+        if redo:
+            for i, probability in zip(redo, version.segment(np.stack([again[i][1] for i in redo])), strict=True):
+                probabilities[i] = probability
+        return [(probabilities[i], again[i][2] if again[i] else look[3], look[0], again[i][0] if again[i] else look[0],
+                 again[i] is not None, look[1]) for i, look in enumerate(looks)]
+
+    def finish_two(state, out):
+        probability, square, located, final, second_look, fov = out
+        return answer_two_stage(probability, square, located, final, second_look, fov, config)
+
+    return InProcess(prepare_two, model_two, finish_two, "two-stage")
+
+
+def measure_floor(image: bytes, version_dir: Path, requests: int, batch: int, warmup: int) -> Floor:
     from fundus_seg.model_repository import load_version
-    from preprocessing.pipeline import prepare as prepare_with
-    from serving.transformer.result import segment_probability as segment_with
 
     version = load_version(version_dir)  # the same work the transformer does: the version's own card
+    steps = in_process(version)
     params = version.parameters
-    describe = f"`{_relative(version_dir)}` ({params / 1e6:.2f} M parameters)" if params else f"`{version_dir}`"
-    call = version.predict
-    prepare = functools.partial(prepare_with, config=version.card.preprocess)
-
-    def segment_probability(probability, box):
-        return segment_with(probability, box, version.card.threshold)
+    describe = (f"`{_relative(version_dir)}` ({steps.pipeline}, {params / 1e6:.2f} M parameters)" if params
+                else f"`{version_dir}` ({steps.pipeline})")
 
     stages: dict[str, list[float]] = {"decode_preprocess": [], "predict": [], "postprocess": []}
     for i in range(warmup + requests):
         times = [time.perf_counter()]
-        prepared = prepare(image)
+        prepared = steps.prepare(image)
         times.append(time.perf_counter())
-        probability = call(prepared.input[None])
+        [out] = steps.model([prepared], None)
         times.append(time.perf_counter())
-        segment_probability(probability[0], prepared.box)
+        steps.finish(prepared, out)
         times.append(time.perf_counter())
         if i >= warmup:
             for key, (a, b) in zip(stages, itertools.pairwise(times), strict=True):
                 stages[key].append((b - a) * 1000)
-
-    def finish_one(prepared, probability) -> None:
-        segment_probability(probability, prepared.box)
 
     with ThreadPoolExecutor(batch) as pool:
         rounds = max(3, requests // batch)
@@ -258,10 +317,10 @@ def measure_floor(image: bytes, version_dir: Path, requests: int, batch: int, wa
             for i in range(1 + rounds):
                 if i == 1:
                     started = time.perf_counter()
-                prepared = list(pool.map(prepare, [image] * batch))
-                probability = call(np.stack([p.input for p in prepared]))
+                prepared = list(pool.map(steps.prepare, [image] * batch))
+                outs = steps.model(prepared, pool)
                 if post:
-                    list(pool.map(finish_one, prepared, probability))
+                    list(pool.map(steps.finish, prepared, outs))
             ips.append(rounds * batch / (time.perf_counter() - started))
     floor = [a + b for a, b in zip(stages["decode_preprocess"], stages["predict"], strict=True)]
     full = [a + b for a, b in zip(floor, stages["postprocess"], strict=True)]

@@ -145,3 +145,33 @@ def test_main_prints_the_tables_and_writes_the_markdown(monkeypatch, tmp_path, c
     for part in (report().table(), report().verdict(), report().breakdown(), report().gap(),
                  "model: `models/optic-disc/1` (0.93 M parameters)", "100 requests per row\n  after 2 warm-up"):
         assert part in written, part
+
+
+def test_the_in_process_floor_runs_the_whole_two_stage_pipeline(two_stage_version, drishti):
+    """The floor's steps for a two-stage version answer what the shared pipeline answers: both stages, the
+    crops, the second look, the cup, measurements and confidence; batched in a pool as one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+    import numpy as np
+
+    from fundus_seg.model_repository import load_version
+    from preprocessing.decode import decode_image
+    from preprocessing.two_stage import segment_image
+
+    version = load_version(two_stage_version)
+    steps = benchmark.in_process(version)
+    data = [drishti[0][0].read_bytes(), drishti[1][0].read_bytes()]
+    states = [steps.prepare(d) for d in data]
+    alone = [steps.finish(s, steps.model([s], None)[0]) for s in states]
+    with ThreadPoolExecutor(2) as pool:
+        batched = list(pool.map(steps.finish, states, steps.model(states, pool)))
+    assert steps.pipeline == "two-stage"
+    for d, one, many in zip(data, alone, batched, strict=True):
+        expected = segment_image(decode_image(d), version.predict, version.segment, version.card.two_stage())
+        mask = cv2.imdecode(np.frombuffer(one.mask_png, np.uint8), cv2.IMREAD_GRAYSCALE) > 0
+        cup = cv2.imdecode(np.frombuffer(one.cup_png, np.uint8), cv2.IMREAD_GRAYSCALE) > 0
+        assert np.array_equal(mask, expected.disc) and np.array_equal(cup, expected.cup)
+        assert one.confidence == expected.confidence.to_dict() and one.pipeline == "two-stage"
+        assert one.measurements == (expected.measurements.to_dict() if expected.measurements else None)
+        assert many.disc == one.disc and many.cup == one.cup and many.confidence == one.confidence
