@@ -11,7 +11,7 @@ import sys
 
 from fundus_seg.errors import FundusSegError, exit_code
 
-COMPONENT_CLIS = ("training_job.cli", "serving.cli", "fundus_seg.data_cli")
+COMPONENT_CLIS = ("training_job.cli", "serving.cli", "fundus_seg.data_cli", "dicom_node.cli")
 TENSORFLOW_COMMANDS = {"train", "evaluate", "model-info", "benchmark"}
 
 
