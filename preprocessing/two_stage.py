@@ -3,7 +3,7 @@ and cup on a crop around it, map both back onto the original pixel grid. Shared 
 evaluation, the in-process benchmark and the serving transformer (which puts a predictor call
 where this module takes a function), so all of them answer the same masks.
 
-    stage 1  locate_input(rgb) -> 128 x 128 input            (the paper's whole-image preprocessing)
+    stage 1  locate_input(rgb) -> 128 x 128 input, crop box, field of view (the paper's preprocessing)
              read_location(probability, box) -> Location     (centre, diameter, how sure)
     stage 2  segment_input(rgb, location) -> crop input       (a square of `multiple` x diameter)
              refine(probability, square) -> Location | None  (the second look: recentre when the crop
@@ -78,8 +78,19 @@ class TwoStageAnswer:
     confidence: Confidence
 
 
-def locate_input(rgb: np.ndarray, config: TwoStageConfig) -> tuple[np.ndarray, CropBox]:
-    return preprocess_image(rgb, config.preprocess)
+@dataclass(frozen=True)
+class Stage1Input:
+    """What stage 1 needs and what only the decoded photo can tell: its field of view (the camera's dark corners
+    are gone after the 10% border crop)."""
+
+    input: np.ndarray  # 128 x 128 x 3 float32, the paper's preprocessing
+    box: CropBox
+    fov: FieldOfView
+
+
+def locate_input(rgb: np.ndarray, config: TwoStageConfig) -> Stage1Input:
+    model_input, box = preprocess_image(rgb, config.preprocess)
+    return Stage1Input(model_input, box, field_of_view(rgb))
 
 
 def read_location(probability: np.ndarray, box: CropBox, threshold: float = 0.5) -> Location:
@@ -194,9 +205,9 @@ def finish(probability: np.ndarray, square: SquareBox, located: Location, final:
 def segment_image(rgb: np.ndarray, locate: LocateFn, segment: SegmentFn, config: TwoStageConfig = TwoStageConfig(),
                   laterality: Laterality | None = None) -> TwoStageAnswer:
     """The whole pipeline on one decoded image, with one function per model stage."""
-    stage1, box = locate_input(rgb, config)
-    located = read_location(locate(stage1[None])[0], box, config.threshold)
-    fov = field_of_view(rgb)
+    stage1 = locate_input(rgb, config)
+    located = read_location(locate(stage1.input[None])[0], stage1.box, config.threshold)
+    fov = stage1.fov
     crop, square = segment_input(rgb, located, config)
     probability = segment(crop[None])[0]
     final, looked_again = located, False

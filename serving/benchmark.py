@@ -236,7 +236,6 @@ class InProcess:
 
 def in_process(version) -> InProcess:
     """The same steps the transformer runs for `version` (a `LoadedVersion`), with the version's own card."""
-    from preprocessing.confidence import field_of_view
     from preprocessing.decode import decode_image
     from preprocessing.pipeline import prepare
     from preprocessing.two_stage import locate_input, read_location, refine, segment_input
@@ -254,16 +253,16 @@ def in_process(version) -> InProcess:
 
     def prepare_two(data: bytes):
         rgb = decode_image(data)
-        return (rgb, *locate_input(rgb, config))
+        return rgb, locate_input(rgb, config)
 
     def model_two(states: list, pool: ThreadPoolExecutor | None = None) -> list:
         each = pool.map if pool is not None else map
-        first = version.predict(np.stack([stage1 for _, stage1, _ in states]))
+        first = version.predict(np.stack([stage1.input for _, stage1 in states]))
 
         def cut(state, probability):
-            rgb, stage1, box = state
-            located = read_location(probability, box, config.threshold)
-            return [located, field_of_view(stage1, box), *segment_input(rgb, located, config)]
+            rgb, stage1 = state
+            located = read_location(probability, stage1.box, config.threshold)
+            return [located, stage1.fov, *segment_input(rgb, located, config)]
 
         looks = list(each(cut, states, first))  # [located, fov, crop, square]
         second = version.segment(np.stack([look[2] for look in looks]))

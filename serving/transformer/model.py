@@ -42,7 +42,7 @@ from kserve.protocol.infer_type import InferRequest
 
 from fundus_seg.model_card import ModelCard, ModelCardError
 from fundus_seg.model_repository import SEGMENT_SIGNATURE, SERVING_SIGNATURE
-from preprocessing.confidence import FieldOfView, field_of_view
+from preprocessing.confidence import FieldOfView
 from preprocessing.decode import DecodeLimits, decode_image, image_size
 from preprocessing.disc_crop import SquareBox
 from preprocessing.errors import ImageDecodeError
@@ -358,8 +358,8 @@ class FundusTransformer(Model):
                     prepared = await self._in_pool(prepare, data, served.preprocess, limits)
                     image = Image(prepared.input, prepared.box, width * height)
                 else:
-                    rgb, stage1, box = await self._in_pool(_decode_and_locate_input, data, served.two_stage, limits)
-                    image = Image(stage1, box, width * height)
+                    rgb, stage1 = await self._in_pool(_decode_and_locate_input, data, served.two_stage, limits)
+                    image = Image(stage1.input, stage1.box, width * height, fov=stage1.fov)
                     if work.retained.try_keep(index, width * height):
                         image.rgb = rgb
         except ImageDecodeError as exc:
@@ -426,7 +426,6 @@ class FundusTransformer(Model):
         """Where stage 1 put the disc, how the field of view looks, and the crop around the disc."""
         image, config = work.images[index], work.served.two_stage
         image.located = read_location(probability, image.box, config.threshold)
-        image.fov = field_of_view(image.input, image.box)
         image.second_look, image.final = False, image.located
         image.crop, image.square = await self._cut(work, index, image.located)
 
@@ -486,8 +485,7 @@ class FundusTransformer(Model):
 
 def _decode_and_locate_input(data: bytes, config: TwoStageConfig, limits: DecodeLimits):
     rgb = decode_image(data, limits)
-    stage1, box = locate_input(rgb, config)
-    return rgb, stage1, box
+    return rgb, locate_input(rgb, config)
 
 
 def _decode_and_cut(data: bytes, location: Location, config: TwoStageConfig, limits: DecodeLimits):
