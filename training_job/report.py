@@ -1,9 +1,11 @@
 """Markdown tables in the paper's form from published versions' cards (metrics.json).
 
     python -m training_job.report MODEL_REPO [MODEL_REPO ...]
+    python -m training_job.report --glaucoma MODEL_REPO [MODEL_REPO ...]
 
 One row per version: architecture, params, mode, data, budget, and per test set
 Dice mean/std/worst/best and RRP at the original resolution (and mean Dice at 128x128).
+`--glaucoma`: the two-stage versions' cup Dice, vCDR agreement, glaucoma AUC and confidence flags.
 """
 from __future__ import annotations
 
@@ -51,5 +53,36 @@ def table(repos: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def _figure(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def glaucoma_table(repos: list[Path]) -> str:
+    lines = [
+        "| run | pipeline | trained on | test set | disc Dice | RRP % | cup Dice | cup worst | vCDR MAE (masks) | vCDR r "
+        "| vCDR MAE (experts' mean) | glaucoma AUC | flagged | disc Dice flagged / unflagged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for repo in repos:
+        for name, card in _versions(repo):
+            if card.segment is None:
+                continue
+            for dataset, s in sorted(card.test_metrics.items()):
+                cup, vcdr = s.more.get("cup") or {}, s.more.get("vcdr") or {}
+                manifest, flagged = s.more.get("vcdr_manifest") or {}, s.more.get("flagged") or {}
+                lines.append(
+                    f"| {name} | {card.pipeline} | {_data(card)} | {dataset} | {_figure(s.dice_mean)} | {s.rrp:.0f} "
+                    f"| {_figure(cup.get('dice_mean'))} | {_figure(cup.get('dice_min'))} | {_figure(vcdr.get('mae'))} "
+                    f"| {_figure(vcdr.get('pearson_r'), 2)} | {_figure(manifest.get('mae'))} "
+                    f"| {_figure(s.more.get('glaucoma_auc'))} | {flagged.get('n', '-')} of {s.n} "
+                    f"| {_figure(flagged.get('disc_dice_flagged'))} / {_figure(flagged.get('disc_dice_unflagged'))} |"
+                )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(table([Path(p) for p in sys.argv[1:]]))
+    arguments = sys.argv[1:]
+    if arguments and arguments[0] == "--glaucoma":
+        print(glaucoma_table([Path(p) for p in arguments[1:]]))
+    else:
+        print(table([Path(p) for p in arguments]))
