@@ -54,7 +54,7 @@ def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
     except Exception as exc:  # Pillow raises assorted errors on garbage headers
         raise ImageDecodeError(f"not a readable image: {exc}") from None
     if image.format not in SUPPORTED_FORMATS:
-        raise ImageDecodeError(f"unsupported image format {image.format}; send a JPEG or PNG")
+        raise ImageDecodeError(f"unsupported image format {image.format}; send a JPEG, PNG or DICOM fundus photo")
     width, height = image.size
     if width * height > limits.max_pixels or max(width, height) > limits.max_side:
         raise ImageDecodeError(
@@ -68,8 +68,17 @@ def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
     return image
 
 
+def is_dicom(data: bytes) -> bool:
+    """A DICOM Part 10 file: 128 bytes of preamble, then 'DICM' (`preprocessing.dicom` decodes it)."""
+    return isinstance(data, (bytes, bytearray, memoryview)) and len(data) >= 132 and bytes(data[128:132]) == b"DICM"
+
+
 def image_size(data: bytes, limits: DecodeLimits = DecodeLimits()) -> tuple[int, int]:
-    """(width, height) from the header alone, with every limit checked; nothing is decoded."""
+    """(width, height) from the header alone, with every limit checked; nothing is decoded. DICOM included."""
+    if is_dicom(data):
+        from preprocessing.dicom import header_size
+
+        return header_size(data, limits)
     return _open(data, limits).size
 
 
@@ -94,7 +103,12 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
-    """Decode JPEG/PNG bytes (8/16-bit, grey, RGB, RGBA, palette, EXIF-rotated) to H x W x 3 uint8 RGB."""
+    """Decode JPEG/PNG bytes (8/16-bit, grey, RGB, RGBA, palette, EXIF-rotated) or a single-frame DICOM fundus
+    photo (`preprocessing.dicom`) to H x W x 3 uint8 RGB."""
+    if is_dicom(data):
+        from preprocessing.dicom import decode_dicom
+
+        return decode_dicom(data, limits).rgb
     image = _load(_open(data, limits))
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from preprocessing.decode import DecodeLimits, jpeg_scans
+from preprocessing.decode import DecodeLimits, is_dicom, jpeg_scans
 from preprocessing.errors import ImageDecodeError
 from preprocessing.measurements import Laterality
 
@@ -77,11 +77,6 @@ class DicomImage:
     dataset: object = field(repr=False, compare=False)  # pydicom Dataset, header only; repr=False: it holds PHI
 
 
-def is_dicom(data: bytes) -> bool:
-    """A DICOM Part 10 file: 128 bytes of preamble, then 'DICM'."""
-    return len(data) >= 132 and bytes(data[128:132]) == b"DICM"
-
-
 def read_dataset(data: bytes, limits: DecodeLimits = DecodeLimits()):
     """Parse a Part 10 file (its pixel data stays as bytes until `decode_dataset`)."""
     import pydicom
@@ -104,6 +99,18 @@ def read_dataset(data: bytes, limits: DecodeLimits = DecodeLimits()):
     if len(ds) == 0:  # what pydicom returns for a data set cut short inside an undefined-length element
         raise DicomDecodeError("not a readable DICOM file: no data elements after the file meta (truncated?)")
     return ds
+
+
+def header_size(data: bytes, limits: DecodeLimits = DecodeLimits()) -> tuple[int, int]:
+    """(width, height) of a single-frame fundus photo, every header limit checked, no pixel decoded."""
+    ds = read_dataset(data, limits)
+    _check_header(ds, limits, None)
+    return int(ds.Columns), int(ds.Rows)
+
+
+def laterality_in(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Laterality | None:
+    """The eye a DICOM photo says it shows (Image Laterality), or None."""
+    return laterality_of(read_dataset(data, limits))
 
 
 def decode_dicom(data: bytes, limits: DecodeLimits = DecodeLimits(), frame: int | None = None) -> DicomImage:

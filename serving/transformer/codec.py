@@ -47,6 +47,7 @@ from serving.transformer.result import ImageAnswer
 V1, RAW, V2_REST, V2_GRPC = "v1", "raw", "v2-rest", "v2-grpc"
 IMAGE_KEYS = ("image_bytes", "b64")
 LATERALITY = "laterality"  # the v1 instance key and the v2 input name
+IMAGE_FIELDS = ("image_bytes", "dicom")  # v1: {"image_bytes": {"b64": JPEG/PNG/DICOM}} or {"dicom": {"b64": DICOM}}
 LATERALITIES = ("L", "R")
 INT64_MAX = 2**63 - 1
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -194,12 +195,13 @@ def _v1_images(body: dict, max_images: int) -> list[tuple[bytes, str | None]]:
 def _v1_instance(index: int, instance: Any) -> tuple[bytes, str | None]:
     where = f"instance {index}"
     side = parse_laterality(instance.get(LATERALITY), where) if isinstance(instance, dict) else None
-    if isinstance(instance, dict) and "image_bytes" in instance:
-        instance, where = instance["image_bytes"], f"instance {index}: image_bytes"
+    if isinstance(instance, dict) and (key := next((k for k in IMAGE_FIELDS if k in instance), None)):
+        instance, where = instance[key], f"instance {index}: {key}"
     elif isinstance(instance, dict):
         instance = {k: v for k, v in instance.items() if k != LATERALITY}
     if not (isinstance(instance, dict) and set(instance) == {"b64"}):
-        raise InvalidInput(f'{where}: expected {{"image_bytes": {{"b64": "<base64 JPEG or PNG>"}}}}')
+        raise InvalidInput(f'{where}: expected {{"image_bytes": {{"b64": "<base64 JPEG or PNG>"}}}} '
+                           f'or {{"dicom": {{"b64": "<base64 DICOM file>"}}}}')
     return _b64decode(instance["b64"], where), side
 
 

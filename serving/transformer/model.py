@@ -43,7 +43,7 @@ from kserve.protocol.infer_type import InferRequest
 from fundus_seg.model_card import ModelCard, ModelCardError
 from fundus_seg.model_repository import SEGMENT_SIGNATURE, SERVING_SIGNATURE
 from preprocessing.confidence import FieldOfView
-from preprocessing.decode import DecodeLimits, decode_image, image_size
+from preprocessing.decode import DecodeLimits, decode_image, image_size, is_dicom
 from preprocessing.disc_crop import SquareBox
 from preprocessing.errors import ImageDecodeError
 from preprocessing.pipeline import prepare
@@ -113,6 +113,7 @@ class Image:
     rgb: np.ndarray | None = None  # two-stage: the decoded image, kept (if it fit) until its last crop is cut
     located: Location | None = None  # two-stage, after stage 1
     fov: FieldOfView | None = None
+    laterality: str | None = None  # the eye a DICOM photo's Image Laterality names
     final: Location | None = None  # where the crop stage 2 answered on was cut around
     square: SquareBox | None = None
     crop: np.ndarray | None = None
@@ -358,8 +359,8 @@ class FundusTransformer(Model):
                     prepared = await self._in_pool(prepare, data, served.preprocess, limits)
                     image = Image(prepared.input, prepared.box, width * height)
                 else:
-                    rgb, stage1 = await self._in_pool(_decode_and_locate_input, data, served.two_stage, limits)
-                    image = Image(stage1.input, stage1.box, width * height, fov=stage1.fov)
+                    rgb, stage1, eye = await self._in_pool(_decode_and_locate_input, data, served.two_stage, limits)
+                    image = Image(stage1.input, stage1.box, width * height, fov=stage1.fov, laterality=eye)
                     if work.retained.try_keep(index, width * height):
                         image.rgb = rgb
         except ImageDecodeError as exc:
@@ -471,7 +472,8 @@ class FundusTransformer(Model):
 
     async def _finish(self, work: Work, index: int) -> ImageAnswer:
         started = time.perf_counter()
-        image, served, laterality = work.images[index], work.served, work.batch.lateralities[index]
+        image, served = work.images[index], work.served
+        laterality = work.batch.lateralities[index] or image.laterality  # the caller's, else the DICOM header's
         async with self._pixels(image.box.width * image.box.height):
             if served.two_stage is None:
                 answer = await self._in_pool(answer_single_stage, image.probability, image.box, image.input,
@@ -484,8 +486,14 @@ class FundusTransformer(Model):
 
 
 def _decode_and_locate_input(data: bytes, config: TwoStageConfig, limits: DecodeLimits):
+    """(rgb, stage 1's input, the eye a DICOM photo names in its Image Laterality, else None)."""
+    if is_dicom(data):
+        from preprocessing.dicom import decode_dicom
+
+        photo = decode_dicom(data, limits)
+        return photo.rgb, locate_input(photo.rgb, config), photo.laterality
     rgb = decode_image(data, limits)
-    return rgb, locate_input(rgb, config)
+    return rgb, locate_input(rgb, config), None
 
 
 def _decode_and_cut(data: bytes, location: Location, config: TwoStageConfig, limits: DecodeLimits):

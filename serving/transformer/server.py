@@ -181,12 +181,13 @@ def v1_payload(body: bytes, content_type: str | None, max_images: int) -> dict |
     """A v1 body as KServe's data plane takes it: the JSON document, or the raw image bytes.
 
     JSON is `application/json` with any parameters (charset) or any `+json` type; an image is
-    `image/*` or `application/octet-stream`; without a Content-Type the body's first byte decides.
+    `image/*`, `application/dicom` (a DICOM fundus photo, Part 10) or `application/octet-stream`; without a
+    Content-Type the body's first byte decides.
     """
     media = media_type(content_type)
     if not media:
         media = "application/json" if body.lstrip()[:1] in (b"{", b"[") else "application/octet-stream"
-    if media.startswith("image/") or media == "application/octet-stream":
+    if media.startswith("image/") or media in ("application/octet-stream", "application/dicom"):
         return body
     if media != "application/json" and not media.endswith("+json"):
         raise UnsupportedMediaType(media)
@@ -216,7 +217,7 @@ def v2_payload(body: bytes, model_name: str, max_images: int) -> InferRequest:
 class UnsupportedMediaType(Exception):
     def __init__(self, media: str) -> None:
         super().__init__(f"Content-Type {media[:64]!r} is not accepted: send application/json (v1 instances) "
-                         "or the image itself as image/jpeg, image/png or application/octet-stream")
+                         "or the image itself as image/jpeg, image/png, application/dicom or application/octet-stream")
 
 
 def _problems(errors: list[dict]) -> str:

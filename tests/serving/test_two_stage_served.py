@@ -191,3 +191,31 @@ def test_fundus_seg_segment_writes_both_masks_and_the_overlay(service, tmp_path,
     assert cv2.imread(line["cup_mask"], cv2.IMREAD_GRAYSCALE).shape == shape[:2]
     assert cv2.imread(line["mask"], cv2.IMREAD_GRAYSCALE).shape == shape[:2]
     assert cv2.imread(line["overlay"]).shape == shape
+
+
+def test_dicom_fundus_photos_are_segmented_with_the_eye_from_their_header(service, clients, drishti):
+    """`application/dicom` bodies, v1 `{"dicom": {"b64": ...}}` and the client's bytes: the same answer as the
+    JPEG's pixels, with Image Laterality (0020,0062) feeding the ISNT sectors; anything not a fundus photo is a 400."""
+    from preprocessing.dicom import decode_dicom
+    from tests.helpers import fundus_dicom
+
+    url = service.config.url
+    rgb = decode_image(drishti[0][0].read_bytes())
+    dicom = fundus_dicom(rgb, "1.2.840.10008.1.2.1", laterality="L")  # explicit VR little endian, uncompressed
+    png = cv2.imencode(".png", cv2.cvtColor(decode_dicom(dicom).rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+    [as_png] = clients[0].segment([png], laterality="L")
+    status, raw = http(f"{url}/v1/models/optic-disc:predict", dicom, headers={"Content-Type": "application/dicom"})
+    assert status == 200, raw
+    [prediction] = raw["predictions"]
+    assert base64.b64decode(prediction["mask"]["b64"]) == as_png.mask_png  # the pixels, losslessly
+    if as_png.measurements is not None:
+        assert prediction["measurements"] == as_png.measurements.to_dict()  # "L" from the header, as if sent
+        assert prediction["measurements"]["laterality"] == "L" and "nasal" in prediction["measurements"]["rim_width_px"]
+    status, v1 = http(f"{url}/v1/models/optic-disc:predict",
+                      {"instances": [{"dicom": {"b64": base64.b64encode(dicom).decode()}}]})
+    assert status == 200 and v1["predictions"][0]["mask"] == prediction["mask"], v1
+    [by_grpc] = clients[1].segment([dicom])
+    assert by_grpc.mask_png == as_png.mask_png
+    pdf = fundus_dicom(rgb[:64, :64], sop_class="1.2.840.10008.5.1.4.1.1.104.1")  # Encapsulated PDF Storage
+    status, refused = http(f"{url}/v1/models/optic-disc:predict", pdf, headers={"Content-Type": "application/dicom"})
+    assert status == 400 and "not a fundus photo" in refused["error"], refused
