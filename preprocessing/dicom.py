@@ -101,6 +101,18 @@ def read_dataset(data: bytes, limits: DecodeLimits = DecodeLimits()):
     return ds
 
 
+def describe_dicom(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DicomImage:
+    """A single-frame fundus photo's header as a DicomImage WITHOUT decoding its pixels: `rgb` has the photo's
+    height and width and no channels (what a SEG object needs to know of it: its grid, its source, its eye)."""
+    ds = read_dataset(data, limits)
+    _check_header(ds, limits, None)
+    header = ds.copy()
+    del header.PixelData
+    source = SourceInstance(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),
+                            str(ds.SOPClassUID), None)
+    return DicomImage(np.empty((int(ds.Rows), int(ds.Columns), 0), np.uint8), laterality_of(ds), source, header)
+
+
 def header_size(data: bytes, limits: DecodeLimits = DecodeLimits()) -> tuple[int, int]:
     """(width, height) of a single-frame fundus photo, every header limit checked, no pixel decoded."""
     ds = read_dataset(data, limits)

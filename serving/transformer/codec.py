@@ -264,6 +264,8 @@ def encode_v1(results: list[ImageAnswer], model_name: str, model_version: int) -
         "model_name": model_name,
         "model_version": model_version,
         "timings_ms": r.timings_ms,
+        **({"dicom_seg": {"b64": _b64(r.dicom_seg)}} if r.dicom_seg is not None else {}),
+        **({"fhir_observation": r.fhir_observation} if r.fhir_observation is not None else {}),
     } for r in results]}
 
 

@@ -70,13 +70,26 @@ from serving.transformer.predictor_client import (
     VersionNotFound,
     make_predictor,
 )
-from serving.transformer.result import SINGLE_STAGE, TWO_STAGE, ImageAnswer, answer_single_stage, answer_two_stage
+from serving.transformer.result import (
+    DICOM_SEG,
+    HOSPITAL_OUTPUTS,
+    SINGLE_STAGE,
+    TWO_STAGE,
+    HospitalOutputs,
+    ImageAnswer,
+    answer_single_stage,
+    answer_two_stage,
+)
 from serving.transformer.routing import VersionRouter
 
 log = logging.getLogger(__name__)
 
 VERSION_HEADER = "fundus-seg-model-version"
 """Request header naming a version number or label; set by the /versions/ and /labels/ routes."""
+OUTPUTS_HEADER = "fundus-seg-outputs"
+"""Request header (REST v1: also `?outputs=`) asking for hospital objects with each answer: `dicom-seg` (a DICOM
+Segmentation object; DICOM sources only) and/or `fhir` (a FHIR Observation of the measurements), comma-separated."""
+
 LATERALITY_HEADER = "fundus-seg-laterality"
 """Request header with the eye ("L" or "R") of a raw image body; `?laterality=` is set as it by the v1 route."""
 
@@ -114,6 +127,7 @@ class Image:
     located: Location | None = None  # two-stage, after stage 1
     fov: FieldOfView | None = None
     laterality: str | None = None  # the eye a DICOM photo's Image Laterality names
+    photo: Any = None  # a DICOM source's header (`describe_dicom`), kept only when hospital objects are asked for
     final: Location | None = None  # where the crop stage 2 answered on was cut around
     square: SquareBox | None = None
     crop: np.ndarray | None = None
@@ -159,6 +173,7 @@ class Work:
     started: float
     retained: RetainedPixels
     version: int | None = None  # who answered
+    outputs: frozenset[str] = frozenset()  # hospital objects asked for (OUTPUTS_HEADER)
     predict_ms: float = 0.0
 
     def drop_rgb(self, index: int) -> None:
@@ -252,8 +267,11 @@ class FundusTransformer(Model):
         else:  # base64 of up to max_request_bytes decodes off the event loop
             batch = await asyncio.get_running_loop().run_in_executor(
                 None, decode_request, payload, self.config.max_images, version, laterality)
+        outputs = parse_outputs((headers or {}).get(OUTPUTS_HEADER))
+        if outputs and batch.protocol not in (V1, RAW):
+            raise InvalidInput("DICOM SEG and FHIR outputs are answered on the v1 REST API (?outputs=dicom-seg,fhir)")
         served = await self._serving(batch.version)
-        work = Work(batch, served, [], [], started, RetainedPixels(self.retained))
+        work = Work(batch, served, [], [], started, RetainedPixels(self.retained), outputs=outputs)
         try:
             await self._prepare_all(work)
         except BaseException:
@@ -363,6 +381,8 @@ class FundusTransformer(Model):
                     image = Image(stage1.input, stage1.box, width * height, fov=stage1.fov, laterality=eye)
                     if work.retained.try_keep(index, width * height):
                         image.rgb = rgb
+                if work.outputs:
+                    image.photo = await self._in_pool(_source_header, index, data, work.outputs, limits)
         except ImageDecodeError as exc:
             raise InvalidInput(f"image {index}: {exc}") from None
         return image, _ms(started)
@@ -475,14 +495,37 @@ class FundusTransformer(Model):
         image, served = work.images[index], work.served
         laterality = work.batch.lateralities[index] or image.laterality  # the caller's, else the DICOM header's
         async with self._pixels(image.box.width * image.box.height):
+            hospital = (HospitalOutputs(work.outputs, image.photo, self.name, work.version) if work.outputs else None)
             if served.two_stage is None:
                 answer = await self._in_pool(answer_single_stage, image.probability, image.box, image.input,
-                                             served.threshold, laterality)
+                                             served.threshold, laterality, hospital)
             else:
                 answer = await self._in_pool(answer_two_stage, image.probability, image.square, image.located,
-                                             image.final, image.second_look, image.fov, served.two_stage, laterality)
+                                             image.final, image.second_look, image.fov, served.two_stage, laterality,
+                                             hospital)
         answer.timings_ms = {"postprocess": round(_ms(started), 2)}
         return answer
+
+
+def parse_outputs(text: str | None) -> frozenset[str]:
+    wanted = frozenset(part.strip() for part in (text or "").split(",") if part.strip())
+    unknown = sorted(wanted - set(HOSPITAL_OUTPUTS))
+    if unknown:
+        raise InvalidInput(f"unknown output(s) {', '.join(u[:32] for u in unknown[:4])}: ask for "
+                           f"{' and/or '.join(HOSPITAL_OUTPUTS)} (comma-separated)")
+    return wanted
+
+
+def _source_header(index: int, data: bytes, wanted: frozenset[str], limits: DecodeLimits):
+    """A DICOM source's header for its SEG/Observation; a SEG of a JPEG/PNG cannot reference any instance."""
+    if is_dicom(data):
+        from preprocessing.dicom import describe_dicom
+
+        return describe_dicom(data, limits)
+    if DICOM_SEG in wanted:
+        raise InvalidInput(f"image {index}: a DICOM SEG object references its source instance: send the photo as "
+                           "DICOM (application/dicom), or ask only for fhir")
+    return None
 
 
 def _decode_and_locate_input(data: bytes, config: TwoStageConfig, limits: DecodeLimits):

@@ -49,7 +49,7 @@ from serving.transformer.budget import Budget
 from serving.transformer.codec import LATERALITY, json_structure_fits
 from serving.transformer.config import TransformerConfig
 from serving.transformer.http_guard import guarded_protocol
-from serving.transformer.model import LATERALITY_HEADER, VERSION_HEADER, FundusTransformer
+from serving.transformer.model import LATERALITY_HEADER, OUTPUTS_HEADER, VERSION_HEADER, FundusTransformer
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +250,9 @@ def build_app(dataplane: DataPlane, model: FundusTransformer, config: Transforme
             if len(set(side)) > 1 or headers.get(LATERALITY_HEADER, side[0]) != side[0]:
                 raise InvalidInput("laterality is given twice, differently (the query and the header)")
             headers[LATERALITY_HEADER] = side[0]
+        outputs = request.query_params.getlist("outputs")
+        if outputs:  # ?outputs=dicom-seg,fhir is the header's other spelling
+            headers[OUTPUTS_HEADER] = ",".join([*outputs, headers.get(OUTPUTS_HEADER, "")])
         payload = await parse(v1_payload, await request.body(), request.headers.get("content-type"), max_images)
         response, _ = await dataplane.infer(model_name=model_name, request=payload, headers=headers)
         return ORJSONResponse(response)

@@ -219,3 +219,43 @@ def test_dicom_fundus_photos_are_segmented_with_the_eye_from_their_header(servic
     pdf = fundus_dicom(rgb[:64, :64], sop_class="1.2.840.10008.5.1.4.1.1.104.1")  # Encapsulated PDF Storage
     status, refused = http(f"{url}/v1/models/optic-disc:predict", pdf, headers={"Content-Type": "application/dicom"})
     assert status == 400 and "not a fundus photo" in refused["error"], refused
+
+
+def test_dicom_seg_and_fhir_observation_on_request(service, drishti):
+    """`?outputs=dicom-seg,fhir` on v1: the SEG references the source instance and holds the answer's masks; the
+    Observation validates against the FHIR model and carries the vCDR; a SEG of a JPEG is refused (no source)."""
+    import io
+
+    import highdicom as hd
+    import pydicom
+    from fhir.resources.observation import Observation
+
+    from tests.helpers import fundus_dicom
+
+    url = service.config.url
+    rgb = decode_image(drishti[0][0].read_bytes())
+    dicom = fundus_dicom(rgb, laterality="R")
+    source = pydicom.dcmread(io.BytesIO(dicom))
+    status, raw = http(f"{url}/v1/models/optic-disc:predict?outputs=dicom-seg,fhir", dicom,
+                       headers={"Content-Type": "application/dicom"})
+    assert status == 200, raw
+    [prediction] = raw["predictions"]
+    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(io.BytesIO(base64.b64decode(prediction["dicom_seg"]["b64"]))))
+    assert seg.StudyInstanceUID == source.StudyInstanceUID
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    disc = cv2.imdecode(np.frombuffer(base64.b64decode(prediction["mask"]["b64"]), np.uint8), cv2.IMREAD_GRAYSCALE) > 0
+    planes = seg.get_pixels_by_source_instance(source_sop_instance_uids=[source.SOPInstanceUID], segment_numbers=[1])
+    assert np.array_equal(planes[0, ..., 0].astype(bool), disc)  # the SEG holds the answer's disc
+    observation = Observation.model_validate(prediction["fhir_observation"])
+    assert observation.get_resource_type() == "Observation" and observation.status == "preliminary"
+    if prediction["measurements"] is not None:
+        assert observation.valueQuantity.value == pytest.approx(prediction["measurements"]["vcdr"])
+    status, refused = http(f"{url}/v1/models/optic-disc:predict?outputs=dicom-seg", drishti[0][0].read_bytes(),
+                           headers={"Content-Type": "image/jpeg"})
+    assert status == 400 and "DICOM" in refused["error"], refused
+    status, fhir_only = http(f"{url}/v1/models/optic-disc:predict?outputs=fhir", drishti[0][0].read_bytes(),
+                             headers={"Content-Type": "image/jpeg"})
+    assert status == 200 and "fhir_observation" in fhir_only["predictions"][0] and "dicom_seg" not in fhir_only["predictions"][0]
+    status, unknown = http(f"{url}/v1/models/optic-disc:predict?outputs=pdf", drishti[0][0].read_bytes(),
+                           headers={"Content-Type": "image/jpeg"})
+    assert status == 400 and "unknown output" in unknown["error"]
