@@ -3,7 +3,7 @@ test extras need, as installed in the environment that ran the tests. Every inst
 (README, .ci/run, the Dockerfiles: `pip install -c docker/constraints.txt ...`), so a fresh machine
 gets exactly what CI tested, whatever was released since. To re-lock after changing a dependency:
 
-    python3.11 -m venv /tmp/relock && /tmp/relock/bin/pip install -e '.[test]'   # resolves anew
+    python3.11 -m venv /tmp/relock && /tmp/relock/bin/pip install -e '.[tensorflow,test]'   # resolves anew
     /tmp/relock/bin/python docker/lock_runtime.py                                 # rewrites the lock
     # then run the tests with that environment and commit docker/constraints.txt with the change
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-LOCKED_EXTRAS = ("test",)
+LOCKED_EXTRAS = ("tensorflow", "test")
 LOCK = Path(__file__).with_name("constraints.txt")
 
 

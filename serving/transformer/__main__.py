@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a request's whole body must arrive within this")
     parser.add_argument("--max_connections", type=int, default=http.max_connections,
                         help="open HTTP connections; more get 503")
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up lines too")
+    parser.add_argument("--verbose", action="store_true",
+                        help="accepted for symmetry with the predictor; the transformer imports no TensorFlow")
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default: all interfaces)")
     parser.add_argument("--http_port", type=int, default=8080)
     parser.add_argument("--grpc_port", type=int, default=8081)
@@ -80,10 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except TransformerConfigError as exc:
         print(f"serving.transformer: error: {exc}", file=sys.stderr)
         return 2
-    from fundus_seg.quiet_tensorflow import load_tensorflow
-
-    load_tensorflow(verbose=args.verbose)  # imported for the TF Serving protos only; its noise is not ours
-    from serving.transformer.server import serve
+    from serving.transformer.server import serve  # no TensorFlow: the TF Serving messages are serving.protos
 
     serve(config, http_port=args.http_port, grpc_port=args.grpc_port, host=args.host)
     return 0

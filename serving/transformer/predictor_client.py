@@ -1,8 +1,9 @@
 """Calls to the predictor in TF Serving's own protocols: gRPC PredictionService (default) or REST v1.
 
 KServe's built-in predictor clients speak the Open Inference Protocol, which TF Serving does not;
-these speak `tensorflow_serving.apis` (gRPC) and TF Serving's /v1 REST API, so the same transformer
-fronts the real TF Serving in the cluster and our predictor on one machine.
+these speak TF Serving's gRPC API (its messages vendored in `serving.protos`, so no TensorFlow is
+imported or installed) and its /v1 REST API, so the same transformer fronts the real TF Serving in
+the cluster and our predictor on one machine.
 
 Connections are created lazily on first use, i.e. inside the event loop that serves requests
 (grpc.aio channels and aiohttp sessions are bound to the loop that creates them).
@@ -69,7 +70,7 @@ def _is_number(version: str | None) -> bool:
 
 def to_tensor_proto(array: np.ndarray):
     """float32 array -> TensorProto as raw bytes (what tf.make_tensor_proto does, without TF ops)."""
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    from serving.protos.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
     array = np.ascontiguousarray(array, dtype="<f4")
     shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in array.shape])
@@ -96,10 +97,8 @@ class GrpcPredictor:
 
     def _stubs(self):
         import grpc
-        from tensorflow_serving.apis import (
-            model_service_pb2_grpc,
-            prediction_service_pb2_grpc,
-        )
+
+        from serving.protos.tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self.host, options=[
@@ -117,7 +116,7 @@ class GrpcPredictor:
 
     async def predict(self, images: np.ndarray, version: str | None = None,
                       signature: str = SIGNATURE) -> PredictResult:
-        from tensorflow_serving.apis import predict_pb2
+        from serving.protos.tensorflow_serving.apis import predict_pb2
 
         prediction, _ = self._stubs()
         request = predict_pb2.PredictRequest()
@@ -136,7 +135,7 @@ class GrpcPredictor:
         return PredictResult(_stacked(arrays, signature), response.model_spec.version.value)
 
     async def model_card(self, version: str | None = None) -> CardResult:
-        from tensorflow_serving.apis import predict_pb2
+        from serving.protos.tensorflow_serving.apis import predict_pb2
 
         prediction, _ = self._stubs()
         request = predict_pb2.PredictRequest()
@@ -153,7 +152,7 @@ class GrpcPredictor:
         return CardResult(tensor.string_val[0] if tensor.string_val else None, response.model_spec.version.value)
 
     async def available_versions(self) -> list[int]:
-        from tensorflow_serving.apis import get_model_status_pb2
+        from serving.protos.tensorflow_serving.apis import get_model_status_pb2
 
         _, models = self._stubs()
         request = get_model_status_pb2.GetModelStatusRequest()

@@ -64,6 +64,19 @@ def test_every_install_goes_through_the_lock():
     assert all("-c docker/constraints.txt" in line for line in ci.splitlines() if "pip install" in line)
 
 
+def test_the_transformer_installs_no_tensorflow():
+    """The base install is the transformer's: no TensorFlow (nor the official TF Serving messages,
+    which need it) among its locked dependencies; the model-running parts ask for the extra."""
+    lock = _lock_module()
+    base = lock.closure("fundus-seg")
+    assert not {"tensorflow", "tensorflow-serving-api", "keras", "tensorboard"} & base.keys()
+    assert {"tensorflow", "tensorflow-serving-api"} <= lock.closure("fundus-seg", ("tensorflow",)).keys()
+    installs = {name: [v for k, v in instructions(name) if k == "RUN" and "pip install" in v][0] for name in IMAGES}
+    assert "pip install -c /tmp/constraints.txt /src " in installs["Dockerfile.transformer"]  # no extras
+    assert "find_spec('tensorflow') is not None" in installs["Dockerfile.transformer"]  # and the build checks it
+    assert '"/src[tensorflow]"' in installs["Dockerfile.training"]
+
+
 def test_the_lock_follows_requested_extras(tmp_path):
     """moto[server] needs flask: the closure walks a requirement's extras, not only its base."""
     lock = _lock_module()

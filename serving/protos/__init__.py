@@ -1,0 +1,1 @@
+"""TF Serving's protocol messages (the subset the transformer uses) without TensorFlow: README.md."""
