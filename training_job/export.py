@@ -64,12 +64,20 @@ def save_serving_model(model: keras.Model, directory: str | Path, metrics: dict,
     text = card.to_json()
     archive.add_endpoint(name=CARD_SIGNATURE, fn=lambda: {CARD_OUTPUT: tf.constant(text)}, input_signature=[])
     archive.write_out(str(directory), verbose=False)
+    write_warmup(directory, card)
     # TF Serving ignores extra files; incremental training restarts from these Keras weights.
     model.save(directory / KERAS_FILE)
     if segment_model is not None:
         stage2.save(directory / SEGMENT_KERAS_FILE)
     (directory / model_repository.CARD_FILE).write_text(text)
     return directory
+
+
+def write_warmup(directory: Path, card: ModelCard) -> Path:
+    """TF Serving's warm-up requests (`serving.warmup`): replayed on load, so a new version's first request is not slow."""
+    from serving.warmup import warmup_requests, write_warmup_requests
+
+    return write_warmup_requests(directory, warmup_requests(card))
 
 
 def publish(model: keras.Model, metrics: dict, model_repo: str, model_name: str, run_id: str | None = None,

@@ -179,6 +179,7 @@ class Servable:
             servable.check(contract)
         if warm_up:
             servable.warm_up(contract.name if contract is not None else DEFAULT_SIGNATURE, max_input_bytes)
+            servable.replay_warmup_requests(max_input_bytes)
         return servable
 
     def check(self, contract: SignatureContract) -> None:
@@ -231,3 +232,29 @@ class Servable:
         bad = sorted(key for key, value in outputs.items() if not all_finite(value))
         if bad:
             raise CannotServe(f'warm-up predict on signature "{name}" produced non-finite outputs: {", ".join(bad)}')
+
+    def replay_warmup_requests(self, max_input_bytes: int = 64 * MiB) -> int:
+        """Replay the version's TF Serving warm-up file (`assets.extra/tf_serving_warmup_requests`,
+        `serving.warmup`), as TF Serving does before a version becomes AVAILABLE: every request must
+        succeed with finite outputs, else the version is not served. Returns how many were replayed."""
+        from serving.predictor.tensors import decode_inputs
+        from serving.warmup import WARMUP_FILE, read_warmup_requests
+
+        count = 0
+        try:
+            for count, request in enumerate(read_warmup_requests(self.path), start=1):
+                signature = self.signature(request.model_spec.signature_name)
+                inputs = decode_inputs(request.inputs, max_input_bytes)
+                signature.validate(inputs)
+                wanted = signature.select_outputs(request.output_filter)
+                outputs = signature.run(inputs)
+                bad = sorted(key for key in wanted if not all_finite(outputs[key]))
+                if bad:
+                    raise CannotServe(f"warm-up request {count} produced non-finite outputs: {', '.join(bad)}")
+        except CannotServe:
+            raise
+        except Exception as exc:  # a failed request, a malformed or corrupt record (TF's DataLossError)
+            raise CannotServe(f"replaying {WARMUP_FILE} failed: {exc}") from exc
+        if count:
+            log.info("%s: replayed %d warm-up requests", self.path, count)
+        return count
