@@ -2,6 +2,7 @@
 tables, the verdict, the gap breakdown and what `main` prints and writes (no service is started)."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from types import SimpleNamespace
@@ -9,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from serving import benchmark
-from serving.benchmark import BenchmarkConfig, Floor, Latency, Report
+from serving.benchmark import BenchmarkConfig, Floor, Latency, Report, Swap
 
 
 def test_percentiles_interpolate_between_samples():
@@ -19,61 +20,73 @@ def test_percentiles_interpolate_between_samples():
     assert one_slow.p50 == 20.0 and one_slow.p99 == pytest.approx(20.2)
 
 
-def report(grpc_ms: float = 26.0, grpc_ips: float = 80.0) -> Report:
-    floor = Floor(batch1=Latency([20.0] * 99 + [40.0]), full=Latency([30.0] * 100),
-                  stages_ms={"decode_preprocess": 12.0, "predict": 8.0, "postprocess": 10.0},
-                  batched_ips=100.0, full_batched_ips=50.0, model="`models/optic-disc/1` (0.93 M parameters)")
+def report(grpc_ms: float = 36.0, grpc_ips: float = 45.0, swap_p99: float = 80.0) -> Report:
+    floor = Floor(latency=Latency([30.0] * 99 + [50.0]), model=Latency([15.0] * 100),
+                  stages_ms={"decode_preprocess": 6.0, "predict": 16.0, "postprocess": 8.0},
+                  batched_ips=50.0, model_description="`models/optic-disc/2` (two-stage, 0.93 M parameters)")
+    swap = Swap(steady=Latency([38.0] * 99 + [40.0]), during=Latency([38.0] * 98 + [swap_p99] * 2),
+                versions=(2, 3), seconds=1.5)
     return Report(BenchmarkConfig(requests=100, concurrency=4, batch=8, warmup=2), floor,
-                  latency={"rest": Latency([40.0] * 100), "grpc": Latency([grpc_ms] * 100)},
-                  throughput_ips={"rest": 70.0, "grpc": grpc_ips},
-                  server_stages_ms={"grpc": {"decode_preprocess": 13.0, "predict": 9.5, "postprocess": 2.0, "total": 25.0},
-                                    "rest": {"decode_preprocess": 14.0, "predict": 10.0, "postprocess": 2.0, "total": 27.0}},
-                  encode_ms={"rest": 3.0, "grpc": 0.5})
+                  latency={"rest": Latency([39.0] * 100), "grpc": Latency([grpc_ms] * 100)},
+                  throughput_ips={"rest": 46.0, "grpc": grpc_ips},
+                  server_stages_ms={"grpc": {"decode_preprocess": 7.0, "predict": 18.0, "postprocess": 9.0, "total": 34.5},
+                                    "rest": {"decode_preprocess": 7.5, "predict": 18.5, "postprocess": 9.0, "total": 36.0}},
+                  encode_ms={"rest": 3.0, "grpc": 0.5}, swap=swap)
 
 
 def test_results_table_rows_and_ratios_against_the_floor():
     assert report().table().splitlines() == [
         "| path | p50 ms | p99 ms | images/s | vs floor |",
         "| --- | ---: | ---: | ---: | --- |",
-        "| in-process floor (decode + preprocess + model), batch 1 | 20.0 | 20.2 | 50.0 | 1.00x |",
-        "| in-process floor, batch 8 |  |  | 100.0 | 1.00x of batched |",
-        "| in-process + post-processing, batch 1 | 30.0 | 30.0 | 33.3 | 1.50x |",
-        "| in-process + post-processing, batch 8 |  |  | 50.0 | 0.50x of batched |",
-        "| REST v1 (JSON, base64), c=1 | 40.0 | 40.0 | 25.0 | 2.00x |",
-        "| gRPC OIP v2 (raw bytes), c=1 | 26.0 | 26.0 | 38.5 | 1.30x |",
-        "| REST v1, c=4 |  |  | 70.0 | 0.70x of batched |",
-        "| gRPC OIP v2, c=4 |  |  | 80.0 | 0.80x of batched |",
+        "| in-process floor (the whole work), batch 1 | 30.0 | 30.2 | 33.3 | 1.00x |",
+        "|   of which the model calls alone | 15.0 | 15.0 |  | 0.50x |",
+        "| in-process floor, batch 8 in a thread pool |  |  | 50.0 | 1.00x of batched |",
+        "| gRPC OIP v2 (raw bytes), c=1 | 36.0 | 36.0 | 27.8 | 1.20x |",
+        "| REST v1 (JSON, base64), c=1 | 39.0 | 39.0 | 25.6 | 1.30x |",
+        "| gRPC OIP v2, c=4 |  |  | 45.0 | 0.90x of batched |",
+        "| REST v1, c=4 |  |  | 46.0 | 0.92x of batched |",
+        "| gRPC c=1, steady (before the swap) | 38.0 | 38.0 |  |  |",
+        "| gRPC c=1, during the swap 2 -> 3 (1.5 s to the first answer) | 38.0 | 80.0 |  | p99 2.10x steady |",
     ]
+
+
+def test_the_json_figures_are_the_issues_keys():
+    figures = json.loads(report().json())
+    assert {k: figures[k] for k in ("model_p50_ms", "floor_p50_ms", "grpc_p50_ms", "rest_p50_ms",
+                                    "floor_batched_ips", "grpc_c8_ips", "rest_c8_ips")} == {
+        "model_p50_ms": 15.0, "floor_p50_ms": 30.0, "grpc_p50_ms": 36.0, "rest_p50_ms": 39.0,
+        "floor_batched_ips": 50.0, "grpc_c8_ips": 45.0, "rest_c8_ips": 46.0}
+    assert figures["swap_p99_ms"] == pytest.approx(80.0) and figures["steady_p99_ms"] == pytest.approx(38.02)
+    assert figures["targets"]["grpc_c4 / floor_batched"] == {"ratio": 0.9, "target": ">= 0.9", "met": True}
+    unswapped = report()
+    unswapped.swap = None
+    assert json.loads(unswapped.json())["swap_p99_ms"] is None
+    assert json.loads(unswapped.json())["targets"]["swap_p99 / steady_p99"]["met"] is False  # not measured
 
 
 def test_verdict_meets_the_targets_at_their_bounds_and_misses_past_them():
-    met = report()  # gRPC p50 exactly 1.3x the floor, throughput exactly 0.8x: both targets met
-    assert met.grpc_ratio == pytest.approx(1.3) and met.throughput_ratio == pytest.approx(0.8)
-    assert met.verdict().splitlines() == [
-        "- gRPC p50 = 1.30x the floor's batch-1 p50 (target <= 1.3x): met; 0.87x the in-process pipeline "
-        "with post-processing",
-        "- throughput at c=4 = 0.80x the floor's batched throughput (target >= 0.8x): met; 1.60x the "
-        "in-process pipeline with post-processing",
-    ]
-    missed = report(grpc_ms=27.0, grpc_ips=75.0)  # the best protocol's throughput counts: 75 of 100
-    assert missed.throughput_ratio == pytest.approx(0.75)
-    assert [line.split(": ", 1)[1].split(";")[0] for line in missed.verdict().splitlines()] == ["MISSED", "MISSED"]
-    assert "1.35x the floor's batch-1 p50" in missed.verdict()
+    met = report(swap_p99=76.04)  # every ratio exactly at its bound
+    assert [line.rsplit(": ", 1)[1] for line in met.verdict().splitlines()] == ["met"] * 6
+    assert met.verdict().splitlines()[0] == "- grpc_p50 / floor_p50 = 1.20 (target <= 1.2): met"
+    missed = report(grpc_ms=36.5, grpc_ips=44.0, swap_p99=80.0)
+    assert [line.rsplit(": ", 1)[1] for line in missed.verdict().splitlines()] == \
+        ["MISSED", "met", "MISSED", "met", "MISSED", "met"]
 
 
 def test_breakdown_and_gap_account_for_the_grpc_latency():
     assert report().breakdown().splitlines()[2:] == [
-        "| decode + preprocess | 12.0 | 13.0 | 14.0 |",
-        "| model call (+ hop to predictor) | 8.0 | 9.5 | 10.0 |",
-        "| post-process + PNG | 10.0 | 2.0 | 2.0 |",
-        "| transformer total | 30.0 | 25.0 | 27.0 |",
-        "| client + transformer hop (e2e p50 - transformer total) | | 1.0 | 13.0 |",
+        "| decode + stage-1 preprocessing | 6.0 | 7.0 | 7.5 |",
+        "| model calls + crops (+ hops to the predictor) | 16.0 | 18.0 | 18.5 |",
+        "| post-processing + PNGs | 8.0 | 9.0 | 9.0 |",
+        "| of which the model calls alone | 15.0 | | |",
+        "| transformer total | 30.0 | 34.5 | 36.0 |",
+        "| client + transformer hop (e2e p50 - transformer total) | | 1.5 | 3.0 |",
         "| client request encoding (base64 + JSON / protobuf) | | 0.5 | 3.0 |",
     ]
     lines = report().gap().splitlines()
     assert lines[0] == "Of the 6.0 ms between the gRPC p50 and the floor's p50:"
     parts = [float(line.split(" ms:")[0].removeprefix("- ")) for line in lines[1:]]
-    assert parts == [2.0, 1.0, 1.5, 1.0, 0.5]  # post-processing, decode, hop to predictor, client hop, the rest
+    assert parts == [1.0, 2.0, 1.0, 1.5, 0.5]  # decode, hops to the predictor, post-processing, client hop, rest
     assert sum(parts) == pytest.approx(6.0)
     no_grpc = report()
     no_grpc.server_stages_ms = {}
@@ -128,9 +141,25 @@ def test_throughput_sends_exactly_the_requests_asked_for_over_the_workers(clock)
     assert len(calls) == 40 and 1 < len(threads) <= 4
 
 
+def test_swap_counts_from_the_publish_until_the_new_version_answered_tail_requests(clock):
+    answers = iter([2] * 5 + [2, 2, 3, 3, 3, 3])
+    slow = iter([0.01] * 5 + [0.05, 0.2, 0.03, 0.01, 0.01, 0.01])
+    published = []
+
+    def segment():
+        clock.advance(next(slow))
+        return [SimpleNamespace(model_version=next(answers))]
+
+    swap = benchmark.measure_swap(segment, lambda: published.append(clock.now) or 3, requests=5, tail=4)
+    assert swap.versions == (2, 3) and len(published) == 1
+    assert swap.steady.samples_ms == pytest.approx([10.0] * 5)
+    assert swap.during.samples_ms == pytest.approx([50.0, 200.0, 30.0, 10.0, 10.0, 10.0])
+    assert swap.seconds == pytest.approx(0.28)  # publish -> the end of the first answer from version 3
+
+
 def test_main_prints_the_tables_and_writes_the_markdown(monkeypatch, tmp_path, capsys):
     asked = []
-    monkeypatch.setattr(benchmark, "run", lambda config: asked.append(config) or report())
+    monkeypatch.setattr(benchmark, "run", lambda config, log=print: asked.append(config) or report())
     target = tmp_path / "docs" / "BENCHMARKS.md"
     args = benchmark.build_parser().parse_args(["--requests", "100", "--concurrency", "4", "--batch", "8",
                                                 "--no-batching", "--write", str(target)])
@@ -143,8 +172,19 @@ def test_main_prints_the_tables_and_writes_the_markdown(monkeypatch, tmp_path, c
     written = target.read_text()
     assert written.startswith("# Serving benchmark\n\nProduced by `fundus-seg benchmark --requests 100` (")
     for part in (report().table(), report().verdict(), report().breakdown(), report().gap(),
-                 "model: `models/optic-disc/1` (0.93 M parameters)", "100 requests per row\n  after 2 warm-up"):
+                 "model: `models/optic-disc/2` (two-stage, 0.93 M parameters)", "100 requests per row\n  after 2 warm-up"):
         assert part in written, part
+
+
+def test_json_prints_only_the_json_on_stdout(monkeypatch, capsys):
+    def run(config, log=print):
+        log("starting ...")
+        return report()
+
+    monkeypatch.setattr(benchmark, "run", run)
+    assert benchmark.main(benchmark.build_parser().parse_args(["--json"])) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == json.loads(report().json()) and "starting" in captured.err
 
 
 def test_the_in_process_floor_runs_the_whole_two_stage_pipeline(two_stage_version, drishti):
