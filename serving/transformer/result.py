@@ -77,8 +77,14 @@ def hospital_outputs(answer: TwoStageAnswer, two_stage: bool, request: HospitalO
     return seg, observation
 
 
+def _as_uint8(mask: np.ndarray) -> np.ndarray:
+    """A bool mask as 0/1 bytes without a copy (a view); other masks as 0/1 bytes."""
+    mask = np.asarray(mask).squeeze()
+    return mask.view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).astype(np.uint8)
+
+
 def mask_png(mask: np.ndarray) -> bytes:
-    ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255, PNG_OPTIONS)
+    ok, png = cv2.imencode(".png", _as_uint8(mask), PNG_OPTIONS)  # bilevel: any non-zero is white
     if not ok:
         raise ValueError("could not encode the mask as PNG")
     return png.tobytes()

@@ -73,3 +73,40 @@ def test_bounding_box_postprocessing_equals_whole_image_postprocessing():
         whole = fill_holes(largest_component(prob >= 0.5))
         assert np.array_equal(postprocess_mask(prob), whole)
     assert not postprocess_mask(np.zeros((10, 10))).any()
+
+
+def test_geometry_on_the_bounding_box_is_the_whole_images_exactly():
+    """disc_geometry measures on the mask's bounding box (plus a pixel of background); the figures are
+    those of the straightforward whole-image computation, for masks at the border, scattered, empty,
+    of any dtype."""
+    import cv2
+
+    def whole_image(mask):
+        mask = np.asarray(mask).squeeze().astype(bool)
+        ys, xs = np.nonzero(mask)
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        contour = max(contours, key=cv2.contourArea)
+        (cx, cy), (a, b), angle = cv2.fitEllipse(contour) if len(contour) >= 5 else ((0, 0), (0, 0), 0)
+        return (int(mask.sum()), (float(xs.mean()), float(ys.mean())), (int(xs.min()), int(ys.min())),
+                (float(cx), float(cy), float(max(a, b)), float(min(a, b)), float(angle)) if len(contour) >= 5 else None)
+
+    rng = np.random.default_rng(0)
+    for i in range(120):
+        mask = np.zeros((300, 400), bool)
+        cv2.ellipse(mask.view(np.uint8), (int(rng.integers(-30, 430)), int(rng.integers(-30, 330))),
+                    (int(rng.integers(1, 120)), int(rng.integers(1, 120))), float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        if i % 5 == 0:
+            mask[rng.random(mask.shape) < 0.002] = True
+        if i % 7 == 0:
+            mask[:, :2] = True
+        if not mask.any():
+            continue
+        for form in (mask, mask.astype(np.uint8) * 255, mask[..., None], mask.astype(np.float32)):
+            got = disc_geometry(form)
+            area, centroid, corner, ellipse = whole_image(form)
+            assert (got.area_px, got.centroid, got.bbox[:2]) == (area, centroid, corner)
+            want = None if ellipse is None else ellipse
+            have = None if got.ellipse is None else (got.ellipse.center_x, got.ellipse.center_y, got.ellipse.major_axis,
+                                                     got.ellipse.minor_axis, got.ellipse.angle_deg)
+            assert have == want
+    assert disc_geometry(np.zeros((5, 5), bool)).area_px == 0
