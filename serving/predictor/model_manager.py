@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +68,19 @@ class WorkerPool(ThreadPoolExecutor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self.closed = True
         super().shutdown(wait, cancel_futures=cancel_futures)
+
+
+LOADER_NICENESS = 10
+"""How much lower than the serving threads the loader thread runs: loading and warming up a new version
+(seconds of CPU) must not slow the version that is serving meanwhile, on a machine with few cores."""
+
+
+def _yield_to_serving() -> None:
+    """Lower the loader thread's own scheduling priority (Linux: a thread is a task with its own nice value)."""
+    import threading
+
+    with suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICENESS)
 
 
 class State(enum.IntEnum):
@@ -139,7 +152,7 @@ class ModelManager:
         self._load_fn = load or functools.partial(Servable.load, contract=config.required_signature,
                                                   max_input_bytes=config.max_request_bytes)
         self._models: dict[str, _Model] = {}
-        self._loader = WorkerPool(1, thread_name_prefix="model-loader")
+        self._loader = WorkerPool(1, thread_name_prefix="model-loader", initializer=_yield_to_serving)
         self._tasks: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None
         self._config_read_at: float | None = None
