@@ -109,6 +109,32 @@ def test_grpc_preset_exposes_h2c(k8s_tools):
         {"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
 
 
+def test_collocated_transformer_runs_in_the_predictors_pod(k8s_tools):
+    """transformer.collocated: KServe's collocation (a `transformer-container` in the predictor's pod):
+    no transformer component, the transformer calls TF Serving's gRPC port on localhost, owns the
+    pod's one port, and TF Serving's REST port moves off the transformer's 8080."""
+    isvc = one(render(k8s_tools, "fundus-seg", REPO / "charts/fundus-seg/ci/collocated-values.yaml"),
+               "InferenceService")
+    assert "transformer" not in isvc["spec"]
+    predictor = isvc["spec"]["predictor"]
+    [container] = predictor["containers"]
+    assert container["name"] == "transformer-container"  # KServe mounts the model volume by this name
+    assert container["command"] == ["python", "-m", "serving.transformer"]
+    assert container["args"][container["args"].index("--predictor_host") + 1] == "localhost:9000"
+    assert container["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {}} in predictor["volumes"]
+    assert "ports" not in predictor["model"]  # Knative: one port per pod, the transformer's
+    assert predictor["model"]["args"] == ["--rest_api_port=8501"]
+    separate = one(render(k8s_tools, "fundus-seg"), "InferenceService")
+    assert "containers" not in separate["spec"]["predictor"]
+    assert separate["spec"]["transformer"]["containers"][0]["name"] == "kserve-container"
+    assert {k: v for k, v in container.items() if k != "name"} == \
+        {k: v for k, v in separate["spec"]["transformer"]["containers"][0].items() if k != "name"} | \
+        {"args": container["args"]}  # the same container otherwise
+
+
 def test_deployment_mode_annotation(k8s_tools):
     isvc = one(render(k8s_tools, "fundus-seg", REPO / "charts/fundus-seg/ci/standard-values.yaml"), "InferenceService")
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"

@@ -105,3 +105,36 @@ Knative or Standard; the legacy Serverless and RawDeployment are translated. Emp
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The transformer's container: its own component's `kserve-container`, or `transformer-container`
+in the predictor's pod (KServe's name for a collocated transformer). Pass root, name, predictorHost. */}}
+{{- define "fundus-seg.transformerContainer" -}}
+{{- $root := .root -}}
+- name: {{ .name }}
+  image: {{ include "fundus-seg.image" $root }}
+  imagePullPolicy: {{ $root.Values.transformer.image.pullPolicy }}
+  command: [python, -m, serving.transformer]
+  args:
+    - --model_name
+    - {{ include "fundus-seg.isvcName" $root }}
+    - --predictor_host
+    - {{ .predictorHost }}
+    {{- range $root.Values.transformer.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  {{- with $root.Values.transformer.env }}
+  env:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  ports:
+    {{- toYaml $root.Values.transformer.ports | nindent 4 }}
+  resources:
+    {{- toYaml $root.Values.transformer.resources | nindent 4 }}
+  {{- with $root.Values.transformer.securityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  volumeMounts:
+    - name: tmp
+      mountPath: /tmp
+{{- end }}
