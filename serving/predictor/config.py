@@ -52,7 +52,7 @@ class BatchingConfig:
     """Server-side batching (TF Serving's BatchingParameters); `None` in PredictorConfig means off."""
 
     max_batch_size: int = 16
-    batch_timeout_micros: int = 2000
+    batch_timeout_micros: int = 0  # run as soon as a thread is free; merge what arrives while none is
     num_batch_threads: int = 2
     max_enqueued_batches: int = 100
 

@@ -93,3 +93,46 @@ def test_batcher_limits_batches_queues_and_shares_failures():
         executor.shutdown()
 
     asyncio.run(main())
+
+
+def test_without_a_timeout_an_idle_model_runs_at_once_and_a_busy_one_merges_what_arrives():
+    """batch_timeout_micros 0: nothing waits for company; requests that arrive while every batch thread
+    is busy fill one batch, which runs when a thread is free. A batch whose timeout passed while the
+    threads were busy keeps filling too."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.predictor.batching import Batcher
+    from serving.predictor.config import BatchingConfig
+
+    calls: list[int] = []
+    release = threading.Event()
+
+    def held(batch):
+        calls.append(len(batch["x"]))
+        if len(calls) == 1:
+            release.wait(5)
+        return {"y": batch["x"] + 1}
+
+    async def main(timeout_micros: int) -> list[int]:
+        calls.clear()
+        release.clear()
+        executor = ThreadPoolExecutor(2)
+        batcher = Batcher(BatchingConfig(max_batch_size=8, batch_timeout_micros=timeout_micros,
+                                         num_batch_threads=1), executor)
+        first = asyncio.ensure_future(batcher.submit("k", held, {"x": np.array([0])}, 1))
+        for _ in range(50):  # the first is running before the others arrive
+            await asyncio.sleep(0.002)
+            if calls:
+                break
+        rest = [asyncio.ensure_future(batcher.submit("k", held, {"x": np.array([i])}, 1)) for i in (1, 2, 3)]
+        await asyncio.sleep(0.02)  # longer than any timeout here: the batch is due, the thread still busy
+        release.set()
+        results = await asyncio.gather(first, *rest)
+        assert [int(r["y"][0]) for r in results] == [1, 2, 3, 4]
+        executor.shutdown()
+        return list(calls)
+
+    assert asyncio.run(main(0)) == [1, 3]
+    assert asyncio.run(main(1000)) == [1, 3]
