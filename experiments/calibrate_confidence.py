@@ -39,6 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/drishti-gs1,../shared/data/rim-one-dl")
     parser.add_argument("--model", help="a two-stage version directory")
+    parser.add_argument("--keras", nargs=2, metavar=("STAGE1", "STAGE2"),
+                        help="or the two stages' Keras files before they are assembled into a version")
     args = parser.parse_args()
     signals: dict[str, list[float]] = {}
 
@@ -52,6 +54,18 @@ def main() -> None:
 
         version = load_version(Path(args.model))
         config = version.card.two_stage()
+    elif args.keras:
+        import keras
+
+        from preprocessing.two_stage import TwoStageConfig, segment_image
+
+        stage1, stage2 = (keras.models.load_model(path, compile=False) for path in args.keras)
+
+        class Stages:  # the two signatures of a version, from the Keras models
+            predict = staticmethod(lambda batch: stage1(batch, training=False).numpy())
+            segment = staticmethod(lambda batch: stage2(batch, training=False).numpy())
+
+        version, config = Stages(), TwoStageConfig()
     for folder in args.data.split(","):
         for record in (r for r in read_manifest(folder) if r.split == "train"):
             rgb = decode_image(record.image.read_bytes())
