@@ -74,8 +74,11 @@ def stage1(args) -> None:
     from training_job.config import RunConfig, TrainConfig
     from training_job.train import compile_model, train
 
+    from fundus_seg.model_card import ModelCard
+
     base = keras.models.load_model(Path(args.base) / KERAS_FILE, compile=False)
-    run = RunConfig(data=tuple(args.data.split(",")),
+    base_card = ModelCard.from_json((Path(args.base) / "metrics.json").read_text())
+    run = RunConfig(data=tuple(args.data.split(",")), model=base_card.architecture, preprocess=base_card.preprocess,
                     train=TrainConfig(epochs=args.epochs or 12, steps_per_epoch=args.steps or 60, batch_size=32,
                                       learning_rate=4e-4, seed=args.seed),
                     augment=AugmentConfig(zoom_range=(0.4, 2.2), shift_fraction=0.2, rotation_deg=20.0))
@@ -107,6 +110,7 @@ def export(args) -> None:
     stage1 = keras.models.load_model(stage1_file if stage1_file.exists() else Path(args.base) / KERAS_FILE, compile=False)
     stage2 = keras.models.load_model(out / "stage2" / "model.keras", compile=False)
     stage1_config = json.loads((out / "stage1" / "config.json").read_text()) if stage1_file.exists() else base_card.to_dict()["config"]
+    stage1_config["model"] = dataclasses.asdict(base_card.architecture)  # a fine-tune keeps the base's architecture
     stage2_config = json.loads((out / "stage2" / "config.json").read_text())
     seconds = sum(json.loads(lines[-1])["seconds"] for stage in ("stage1", "stage2")
                   if (log := out / stage / "log.jsonl").exists() and (lines := log.read_text().splitlines()))

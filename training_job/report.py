@@ -25,7 +25,11 @@ def _versions(repo: Path):
 
 def _budget(card: ModelCard) -> str:
     t = card.train
-    return f"{t.epochs}x{t.steps_per_epoch}x{t.batch_size}, {card.training_seconds / 60:.1f} min"
+    budget = f"{t.epochs}x{t.steps_per_epoch}x{t.batch_size}"
+    segment = ((card.extra.get("config") or {}).get("segment") or {}).get("train") if card.segment else None
+    if segment:  # two-stage: stage 1's, then stage 2's
+        budget += f" + {segment['epochs']}x{segment['steps_per_epoch']}x{segment['batch_size']}"
+    return f"{budget}, {card.training_seconds / 60:.1f} min"
 
 
 def _data(card: ModelCard) -> str:

@@ -1,8 +1,9 @@
-"""The bundled default model is present, complete, and scores what its metrics.json says.
+"""The bundled models are present, complete, and score what their metrics.json say.
 
-The recorded figures are checked two ways: by `fundus-seg evaluate` (the command that produced
-them), and by a scorer written here from the SavedModel's signature, the serving pipeline's
-prepare/finish and plain numpy, so a bug shared by `evaluate` and the figures it wrote cannot hide.
+`models/optic-disc/1` is the paper's single-stage model; the default (the latest version) is the
+two-stage one. The recorded figures are checked two ways: by `fundus-seg evaluate` (the command that
+produced them), and by a scorer written here from the SavedModel's signatures, the serving pipeline
+and plain numpy, so a bug shared by `evaluate` and the figures it wrote cannot hide.
 """
 import csv
 import json
@@ -20,19 +21,29 @@ from preprocessing.transform import PreprocessConfig
 from tests.helpers import DRISHTI, RIM_ONE
 from training_job.cli import resolve_version_dir
 
-
-def recorded() -> dict:
-    return json.loads((resolve_version_dir(None) / "metrics.json").read_text())
+SINGLE_STAGE = BUNDLED_MODEL_REPO / DEFAULT_MODEL_NAME / "1"
 
 
-def test_bundled_model_is_a_complete_version():
-    version_dir = resolve_version_dir(None)
+def recorded(version_dir: Path = SINGLE_STAGE) -> dict:
+    return json.loads((version_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("version_dir", [SINGLE_STAGE, None], ids=["single-stage", "default"])
+def test_bundled_models_are_complete_versions(version_dir):
+    version_dir = version_dir or resolve_version_dir(None)
     assert version_dir.parent == BUNDLED_MODEL_REPO / DEFAULT_MODEL_NAME
     assert {"saved_model.pb", "variables", "metrics.json", "model.keras"} <= {p.name for p in version_dir.iterdir()}
-    metrics = recorded()
+    metrics = recorded(version_dir)
     assert set(metrics["test_metrics"]) == {"drishti-gs1", "rim-one-dl"}
     size = sum(p.stat().st_size for p in version_dir.rglob("*") if p.is_file())
-    assert size < 20e6, "the bundled model should stay a few MB"
+    networks = 2 if (version_dir / "segment.keras").is_file() else 1
+    assert size < 15e6 * networks, "the bundled model should stay a few MB per network"
+
+
+def test_the_default_model_is_two_stage():
+    version_dir = resolve_version_dir(None)
+    assert recorded(version_dir)["pipeline"] == "two-stage"
+    assert (version_dir / "segment.keras").is_file()
 
 
 def score_independently(dataset: Path) -> dict:
@@ -43,7 +54,7 @@ def score_independently(dataset: Path) -> dict:
     metrics = recorded()
     config = PreprocessConfig(**metrics["config"]["preprocess"])
     threshold = metrics.get("threshold", 0.5)
-    signature = tf.saved_model.load(str(resolve_version_dir(None))).signatures["serving_default"]
+    signature = tf.saved_model.load(str(SINGLE_STAGE)).signatures["serving_default"]
     with (dataset / "manifest.csv").open(newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["split"] == "test"]
     dices, radius_ok = [], []
@@ -66,7 +77,7 @@ def score_independently(dataset: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset, n", [(RIM_ONE, 146), (DRISHTI, 51)], ids=["rim-one-dl", "drishti-gs1"])
-def test_bundled_model_scores_its_recorded_figures_when_rescored_independently(dataset, n):
+def test_single_stage_model_scores_its_recorded_figures_when_rescored_independently(dataset, n):
     """The whole test split (~10 s for rim-one-dl's 146 images on 2 cores): recorded 0.9316 / 84.2 on
     rim-one-dl and 0.9479 / 94.1 on drishti-gs1."""
     if not (dataset / "manifest.csv").is_file():
@@ -80,10 +91,53 @@ def test_bundled_model_scores_its_recorded_figures_when_rescored_independently(d
 
 
 @pytest.mark.slow
-def test_fundus_seg_evaluate_reproduces_the_recorded_drishti_score(capsys):
+def test_fundus_seg_evaluate_reproduces_the_recorded_single_stage_drishti_score(capsys):
     metrics = recorded()["test_metrics"]["drishti-gs1"]
-    assert main(["evaluate", "--data", str(DRISHTI), "--split", "test", "--json"]) == 0
+    assert main(["evaluate", "--model", str(SINGLE_STAGE), "--data", str(DRISHTI), "--split", "test", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["n"] == metrics["n"] == 51
     assert result["dice_mean"] == pytest.approx(metrics["dice_mean"], abs=0.002)
     assert result["rrp"] == pytest.approx(metrics["rrp"], abs=2.0)
+
+
+def rescore_two_stage(dataset: Path) -> dict:
+    """The default two-stage version on `dataset`'s test split through its own two signatures and the serving
+    pipeline, scored here with plain numpy (not training_job.evaluate)."""
+    import tensorflow as tf
+
+    from fundus_seg.model_card import ModelCard
+    from preprocessing.decode import decode_image
+    from preprocessing.two_stage import segment_image
+
+    version_dir = resolve_version_dir(None)
+    card = ModelCard.from_dict(recorded(version_dir))
+    loaded = tf.saved_model.load(str(version_dir))
+    stage1, stage2 = loaded.signatures["serving_default"], loaded.signatures["segment"]
+
+    def locate(batch):
+        return stage1(images=tf.constant(batch, tf.float32))["disc_probability"].numpy()
+
+    def segment(batch):
+        out = stage2(images=tf.constant(batch, tf.float32))
+        return np.concatenate([out["disc_probability"].numpy(), out["cup_probability"].numpy()], axis=-1)
+
+    with (dataset / "manifest.csv").open(newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == "test"]
+    disc_dices, cup_dices = [], []
+    for row in rows:
+        answer = segment_image(decode_image((dataset / row["image"]).read_bytes()), locate, segment, card.two_stage())
+        disc = decode_mask((dataset / row["disc_mask"]).read_bytes())
+        cup = decode_mask((dataset / row["cup_mask"]).read_bytes()) & disc
+        for mine, truth, into in ((answer.disc, disc, disc_dices), (answer.cup, cup, cup_dices)):
+            total = mine.sum() + truth.sum()
+            into.append(1.0 if total == 0 else 2.0 * np.logical_and(mine, truth).sum() / total)
+    return {"n": len(rows), "dice_mean": float(np.mean(disc_dices)), "cup_dice_mean": float(np.mean(cup_dices))}
+
+
+@pytest.mark.slow
+def test_the_two_stage_model_scores_its_recorded_drishti_figures_when_rescored_independently():
+    figures = recorded(resolve_version_dir(None))["test_metrics"]["drishti-gs1"]
+    mine = rescore_two_stage(DRISHTI)
+    assert mine["n"] == figures["n"] == 51
+    assert mine["dice_mean"] == pytest.approx(figures["dice_mean"], abs=0.0006)
+    assert mine["cup_dice_mean"] == pytest.approx(figures["cup"]["dice_mean"], abs=0.0006)
