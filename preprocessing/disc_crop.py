@@ -91,19 +91,16 @@ def prepare_crop(rgb: np.ndarray, box: SquareBox, config: DiscCropConfig,
     return equalise(crop_resized(rgb, box, config.size), preprocess)
 
 
-def restore_crop(probability: np.ndarray, box: SquareBox) -> np.ndarray:
-    """size x size (x C) probabilities -> H x W (x C) float32 on the original grid, 0 outside the square.
-
-    Bilinear, in the same pixel-centre convention as cv2.resize, and only over the part of the image
-    the square covers (a square larger than the image costs no more than the image).
-    """
+def restore_inside(probability: np.ndarray, box: SquareBox) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """size x size (x C) probabilities -> the part of the original grid the square covers: (region, (x0, y0, x1,
+    y1)); None when the square misses the image. Bilinear, in the same pixel-centre convention as cv2.resize. The
+    disc's square is a few diameters wide, so on a 40-megapixel photo this is a small fraction of the photo."""
     probability = np.asarray(probability, np.float32)
     channels = probability.shape[2:] if probability.ndim == 3 and probability.shape[2] > 1 else ()
     probability = probability.reshape(probability.shape[0], probability.shape[1], *channels)
-    full = np.zeros((box.height, box.width, *channels), np.float32)
     inside = box.inside
     if inside is None:
-        return full
+        return None
     x0, y0, x1, y1 = inside
     scale = probability.shape[0] / box.side
     # output pixel (X, Y) of the inside region <- probability pixel ((X + x0 - box.x0 + 0.5) * scale - 0.5, ...)
@@ -111,7 +108,18 @@ def restore_crop(probability: np.ndarray, box: SquareBox) -> np.ndarray:
                        [0.0, scale, (y0 - box.y0 + 0.5) * scale - 0.5]], np.float64)
     region = cv2.warpAffine(probability, matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_REPLICATE)
-    full[y0:y1, x0:x1] = region.reshape(full[y0:y1, x0:x1].shape)
+    return region.reshape(y1 - y0, x1 - x0, *channels), inside
+
+
+def restore_crop(probability: np.ndarray, box: SquareBox) -> np.ndarray:
+    """size x size (x C) probabilities -> H x W (x C) float32 on the original grid, 0 outside the square."""
+    probability = np.asarray(probability, np.float32)
+    channels = probability.shape[2:] if probability.ndim == 3 and probability.shape[2] > 1 else ()
+    full = np.zeros((box.height, box.width, *channels), np.float32)
+    restored = restore_inside(probability, box)
+    if restored is not None:
+        region, (x0, y0, x1, y1) = restored
+        full[y0:y1, x0:x1] = region
     return full
 
 

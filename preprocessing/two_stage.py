@@ -27,7 +27,7 @@ from preprocessing.disc_crop import (
     SquareBox,
     disc_center_and_diameter,
     prepare_crop,
-    restore_crop,
+    restore_inside,
 )
 from preprocessing.measurements import Laterality, Measurements, measure
 from preprocessing.postprocess import fill_holes, largest_component, postprocess_mask
@@ -169,21 +169,26 @@ def convex(mask: np.ndarray) -> np.ndarray:
 
 def masks_from(probability: np.ndarray, square: SquareBox, config: TwoStageConfig) -> tuple[np.ndarray, np.ndarray]:
     """Stage 2's crop map -> (disc, cup) on the original grid: one hole-free disc, one hole-free cup inside it."""
-    full = restore_crop(probability, square)  # H x W x 2, zero outside the square
-    disc = postprocess_mask(full[..., 0], config.threshold)
+    full_disc, full_cup = np.zeros((square.height, square.width), bool), np.zeros((square.height, square.width), bool)
+    restored = restore_inside(probability, square)  # only where the square covers the photo: nothing is outside it
+    if restored is None:
+        return full_disc, full_cup
+    region, (x0, y0, x1, y1) = restored
+    disc = postprocess_mask(region[..., 0], config.threshold)
     if config.convex:
         disc = convex(disc)
     x, y, w, h = cv2.boundingRect(disc.astype(np.uint8))
     cup = np.zeros(disc.shape, bool)
     if w and h:
         window = np.s_[y : y + h, x : x + w]
-        inside = (full[..., 1][window] >= config.cup_threshold) & disc[window]
+        inside = (region[..., 1][window] >= config.cup_threshold) & disc[window]
         if inside.any():
             cup_part = fill_holes(largest_component(inside))
             if config.convex:
                 cup_part = convex(cup_part) & disc[window]
             cup[window] = cup_part
-    return disc, cup
+    full_disc[y0:y1, x0:x1], full_cup[y0:y1, x0:x1] = disc, cup
+    return full_disc, full_cup
 
 
 def finish(probability: np.ndarray, square: SquareBox, located: Location, final: Location, second_look: bool,

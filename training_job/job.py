@@ -328,11 +328,13 @@ def run_training(
             segment_result, segment_seconds_before = train_segment(run, options, base, training_sets, replay_sets, store,
                                                                    accelerator, stop)
     if stop.requested is not None:
-        stage = "stage 2" if segment_result is not None else ("stage 1" if run.segment is not None else "")
+        stage = " of stage 1" if run.segment is not None and segment_result is None else ""
+        if segment_result is not None:
+            stage = " of stage 1, in stage 2"
         saved = (store.state_or_none() if store else None)
         if saved:
-            raise Interrupted(f"stopped by SIGTERM in {stage or 'training'} (stage 1: {saved.epoch} of {run.train.epochs} "
-                              f"epochs saved); rerun with --run-id {options.run_id} to resume from the checkpoint in {store.uri}")
+            raise Interrupted(f"stopped by SIGTERM after {saved.epoch} of {run.train.epochs} epochs{stage}; rerun with "
+                              f"--run-id {options.run_id} to resume from the checkpoint in {store.uri}")
         raise Interrupted("stopped by SIGTERM before any checkpoint" + ("" if store else " (no --run-id, so none is kept)"))
 
     segment_model = segment_result.model if segment_result is not None else None

@@ -297,10 +297,12 @@ def test_a_jpeg_of_thousands_of_scans_is_refused_without_decoding(service, small
 
 def test_two_largest_allowed_images_fit_the_memory_budget(service, small_jpeg):
     """Two 6320x6320 PNGs (40 MP each, 128 KB on the wire): valid, so 200, but decoded one at a
-    time within the pixel budget, while small requests keep flowing."""
+    time within the pixel budget, while small requests keep flowing. The bound: a two-stage version keeps
+    the first photo decoded for its crop (the retained budget, 40 MP = 120 MB) while the second decodes
+    (Pillow's image and its array, 2 x 120 MB), plus allocator slack; docs/SERVING.md "Memory"."""
     png = big_png(6320)
     assert len(png) < 1 * MiB
-    with survives(service, small_jpeg, max_growth_mb=600):
+    with survives(service, small_jpeg, max_growth_mb=750):
         status, answer = http(f"{service.config.url}/v1/models/optic-disc:predict",
                               {"instances": [{"b64": b64(png)}, {"b64": b64(png)}]})
         assert status == 200, answer

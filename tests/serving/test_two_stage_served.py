@@ -249,7 +249,7 @@ def test_dicom_seg_and_fhir_observation_on_request(service, drishti):
     observation = Observation.model_validate(prediction["fhir_observation"])
     assert observation.get_resource_type() == "Observation" and observation.status == "preliminary"
     if prediction["measurements"] is not None:
-        assert observation.valueQuantity.value == pytest.approx(prediction["measurements"]["vcdr"])
+        assert float(observation.valueQuantity.value) == pytest.approx(prediction["measurements"]["vcdr"])
     status, refused = http(f"{url}/v1/models/optic-disc:predict?outputs=dicom-seg", drishti[0][0].read_bytes(),
                            headers={"Content-Type": "image/jpeg"})
     assert status == 400 and "DICOM" in refused["error"], refused
