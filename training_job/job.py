@@ -90,25 +90,21 @@ class BaseVersion:
         return updated
 
     def load_model(self) -> keras.Model:
-        """The Keras model published next to the SavedModel; call inside the strategy's scope."""
-        with tempfile.TemporaryDirectory(prefix="fundus-seg-base-") as scratch:
-            local = Path(scratch) / model_repository.KERAS_FILE
-            try:
-                local.write_bytes(storage.read_bytes(storage.join(self.uri, model_repository.KERAS_FILE)))
-            except FileNotFoundError:
-                raise ModelRepositoryError(f"{self.uri}: no {model_repository.KERAS_FILE}; incremental training starts from the Keras "
-                                           "model that training_job publishes with every version") from None
-            return keras.models.load_model(local, compile=False)
+        """The Keras model published next to the SavedModel (stage 1 of a two-stage version); call inside the
+        strategy's scope."""
+        return self._load(model_repository.KERAS_FILE, "the Keras model that training_job publishes with every version")
 
     def load_segment_model(self) -> keras.Model:
         """Stage 2's Keras model of a two-stage base version."""
+        return self._load(model_repository.SEGMENT_KERAS_FILE, "a two-stage version holds stage 2's Keras model")
+
+    def _load(self, name: str, why: str) -> keras.Model:
         with tempfile.TemporaryDirectory(prefix="fundus-seg-base-") as scratch:
-            local = Path(scratch) / model_repository.SEGMENT_KERAS_FILE
+            local = Path(scratch) / name
             try:
-                local.write_bytes(storage.read_bytes(storage.join(self.uri, model_repository.SEGMENT_KERAS_FILE)))
+                local.write_bytes(storage.read_bytes(storage.join(self.uri, name)))
             except FileNotFoundError:
-                raise ModelRepositoryError(f"{self.uri}: no {model_repository.SEGMENT_KERAS_FILE} (a two-stage version "
-                                           "holds stage 2's Keras model)") from None
+                raise ModelRepositoryError(f"{self.uri}: no {name}; incremental training starts from {why}") from None
             return keras.models.load_model(local, compile=False)
 
 
