@@ -68,13 +68,12 @@ def stage2(args) -> None:
 def stage1(args) -> None:
     import keras
 
+    from fundus_seg.model_card import ModelCard
     from fundus_seg.model_repository import KERAS_FILE
     from preprocessing.augment import AugmentConfig
     from preprocessing.datasets import load_split
     from training_job.config import RunConfig, TrainConfig
     from training_job.train import compile_model, train
-
-    from fundus_seg.model_card import ModelCard
 
     base = keras.models.load_model(Path(args.base) / KERAS_FILE, compile=False)
     base_card = ModelCard.from_json((Path(args.base) / "metrics.json").read_text())
