@@ -30,7 +30,6 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from preprocessing.disc_crop import SquareBox
     from preprocessing.two_stage import Location
 
 LOW_SCORE = 0.5
@@ -146,11 +145,12 @@ def _shape(disc_crop: np.ndarray) -> tuple[float, float]:
     return solidity, elongation
 
 
-def assess(located: Location, disc: np.ndarray, crop_probability: np.ndarray, square: SquareBox,
-           agreement: StageAgreement | None, fov: FieldOfView, multiple: float, limits: Limits = Limits(),
+def assess(located: Location, disc_diameter: float | None, crop_probability: np.ndarray,
+           agreement: StageAgreement | None, fov: FieldOfView, limits: Limits = Limits(),
            check_crop_edge: bool = True) -> Confidence:
-    """All checks on one answer; `crop_probability` is stage 2's map on its crop (channel 0: the disc), or stage 1's
-    map for a single-stage version (then `check_crop_edge=False`: its "crop" is the whole image)."""
+    """All checks on one answer. `disc_diameter`: the answer's disc, 2 sqrt(area / pi) in original pixels (None: no
+    disc); `crop_probability` is stage 2's map on its crop (channel 0: the disc), or stage 1's map for a single-stage
+    version (then `check_crop_edge=False`: its "crop" is the whole image)."""
     fired: list[str] = []
     details: dict[str, float] = {"locator_peak": round(located.peak, 3), "locator_mean": round(located.mean_probability, 3)}
     if not located.found:
@@ -161,7 +161,7 @@ def assess(located: Location, disc: np.ndarray, crop_probability: np.ndarray, sq
         fired.append("several_candidates")
     disc_p = np.asarray(crop_probability)[..., 0]
     disc_crop = disc_p >= 0.5
-    if not disc.any() or not disc_crop.any():
+    if not disc_diameter or not disc_crop.any():
         fired.append("no_disc_segmented")
     else:
         if agreement is not None:
@@ -169,9 +169,8 @@ def assess(located: Location, disc: np.ndarray, crop_probability: np.ndarray, sq
             if located.found and (agreement.shift > limits.max_shift
                                   or not limits.scale_range[0] <= agreement.scale <= limits.scale_range[1]):
                 fired.append("stages_disagree")
-        diameter = 2.0 * np.sqrt(disc.sum() / np.pi)
         if fov.width_px > 0:
-            relative = diameter / fov.width_px
+            relative = disc_diameter / fov.width_px
             details["size_in_field"] = round(float(relative), 3)
             low, high = limits.full_field_size if fov.full_field else limits.crop_size
             if not low <= relative <= high:

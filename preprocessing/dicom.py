@@ -101,6 +101,11 @@ def read_dataset(data: bytes, limits: DecodeLimits = DecodeLimits()):
     return ds
 
 
+def without_pixels(photo: DicomImage) -> DicomImage:
+    """A decoded photo reduced to what `describe_dicom` returns: its grid, source and eye, no pixels kept."""
+    return DicomImage(np.empty((*photo.rgb.shape[:2], 0), np.uint8), photo.laterality, photo.source, photo.dataset)
+
+
 def describe_dicom(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DicomImage:
     """A single-frame fundus photo's header as a DicomImage WITHOUT decoding its pixels: `rgb` has the photo's
     height and width and no channels (what a SEG object needs to know of it: its grid, its source, its eye)."""

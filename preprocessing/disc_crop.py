@@ -126,7 +126,9 @@ def restore_crop(probability: np.ndarray, box: SquareBox) -> np.ndarray:
 def disc_center_and_diameter(mask: np.ndarray) -> tuple[float, float, float] | None:
     """(center_x, center_y, diameter) of a disc mask: centroid and 2 * sqrt(area / pi) (the paper's radius,
     doubled); None for an empty mask. Training crops around the expert disc with the same rule."""
-    moments = cv2.moments(np.asarray(mask).squeeze().astype(np.float32))  # soft masks weigh by their fraction
+    mask = np.ascontiguousarray(np.asarray(mask).squeeze())
+    # a bool mask is read as 0/1 bytes in place (no full-size float copy of a 40 MP mask); soft masks by their fraction
+    moments = cv2.moments(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.float32, copy=False))
     area = moments["m00"]
     if area <= 0:
         return None

@@ -194,16 +194,16 @@ def masks_from(probability: np.ndarray, square: SquareBox, config: TwoStageConfi
 def finish(probability: np.ndarray, square: SquareBox, located: Location, final: Location, second_look: bool,
            fov: FieldOfView, config: TwoStageConfig, laterality: Laterality | None = None) -> TwoStageAnswer:
     disc, cup = masks_from(probability, square, config)
-    measurements = measure(disc, cup, laterality) if disc.any() else None
     geometry = disc_center_and_diameter(disc)
-    agreement = None
+    measurements = measure(disc, cup, laterality) if geometry is not None else None
+    agreement, diameter = None, None
     if geometry is not None:
         cx, cy, diameter = geometry
         agreement = StageAgreement(
             shift=math.hypot(cx - located.center_x, cy - located.center_y) / max(diameter, 1.0),
             scale=diameter / max(located.diameter, 1.0),
         )
-    confidence = assess(located, disc, np.asarray(probability), square, agreement, fov, config.crop.multiple)
+    confidence = assess(located, diameter, np.asarray(probability), agreement, fov)
     return TwoStageAnswer(disc, cup, located, square, second_look, measurements, confidence)
 
 
@@ -232,6 +232,6 @@ def finish_single_stage(probability: np.ndarray, box: CropBox, stage1_input: np.
     fov = field_of_view(stage1_input, box)
     square = SquareBox.for_disc(box.height, box.width, located.center_x, located.center_y, located.diameter, DiscCropConfig())
     crop_probability = np.asarray(probability, np.float32).reshape(probability.shape[0], probability.shape[1], 1)
-    confidence = assess(located, disc, crop_probability, square, None, fov, DiscCropConfig().multiple,
-                        check_crop_edge=False)
+    geometry = disc_center_and_diameter(disc)
+    confidence = assess(located, geometry[2] if geometry else None, crop_probability, None, fov, check_crop_edge=False)
     return TwoStageAnswer(disc, np.zeros_like(disc), located, square, False, None, confidence)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.datasets import read_manifest
-from preprocessing.decode import decode_mask
+from preprocessing.decode import decode_image, decode_mask
 from preprocessing.errors import DatasetError
 from preprocessing.metrics import dice, radius_within, roc_auc, summarize
 from preprocessing.pipeline import finish, finish_small, prepare
@@ -137,8 +137,6 @@ def evaluate_two_stage_images(locate: Predict, segment: Predict, folder: str | P
         raise DatasetError(f"{folder}: no rows with split {split!r}")
     scores = []
     for record in records:
-        from preprocessing.decode import decode_image
-
         answer = segment_image(decode_image(record.image.read_bytes()), locate, segment, config)
         disc_truth = decode_mask(record.disc_mask.read_bytes())
         cup_truth = decode_mask(record.cup_mask.read_bytes()) if record.cup_mask is not None else None

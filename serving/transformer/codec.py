@@ -45,7 +45,6 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from serving.transformer.result import ImageAnswer
 
 V1, RAW, V2_REST, V2_GRPC = "v1", "raw", "v2-rest", "v2-grpc"
-IMAGE_KEYS = ("image_bytes", "b64")
 LATERALITY = "laterality"  # the v1 instance key and the v2 input name
 IMAGE_FIELDS = ("image_bytes", "dicom")  # v1: {"image_bytes": {"b64": JPEG/PNG/DICOM}} or {"dicom": {"b64": DICOM}}
 LATERALITIES = ("L", "R")

@@ -44,6 +44,7 @@ from fundus_seg.model_card import ModelCard, ModelCardError
 from fundus_seg.model_repository import SEGMENT_SIGNATURE, SERVING_SIGNATURE
 from preprocessing.confidence import FieldOfView
 from preprocessing.decode import DecodeLimits, decode_image, image_size, is_dicom
+from preprocessing.dicom import decode_dicom, describe_dicom, without_pixels
 from preprocessing.disc_crop import SquareBox
 from preprocessing.errors import ImageDecodeError
 from preprocessing.pipeline import prepare
@@ -370,19 +371,26 @@ class FundusTransformer(Model):
         a two-stage version's decoded image is kept for its crops when the retained budget has room."""
         started = time.perf_counter()
         served, limits = work.served, self.config.decode_limits
+        dicom = is_dicom(data)
+        if DICOM_SEG in work.outputs and not dicom:  # refused before any decoding
+            raise InvalidInput(f"image {index}: a DICOM SEG object references its source instance: send the photo "
+                               "as DICOM (application/dicom), or ask only for fhir")
         try:
             width, height = await self._in_pool(image_size, data, limits)
             async with self._pixels(width * height):
+                photo = None
                 if served.two_stage is None:
                     prepared = await self._in_pool(prepare, data, served.preprocess, limits)
                     image = Image(prepared.input, prepared.box, width * height)
                 else:
-                    rgb, stage1, eye = await self._in_pool(_decode_and_locate_input, data, served.two_stage, limits)
-                    image = Image(stage1.input, stage1.box, width * height, fov=stage1.fov, laterality=eye)
+                    rgb, stage1, photo = await self._in_pool(_decode_and_locate_input, data, served.two_stage, limits)
+                    image = Image(stage1.input, stage1.box, width * height, fov=stage1.fov,
+                                  laterality=photo.laterality if photo is not None else None)
                     if work.retained.try_keep(index, width * height):
                         image.rgb = rgb
-                if work.outputs:
-                    image.photo = await self._in_pool(_source_header, index, data, work.outputs, limits)
+                if work.outputs and dicom:  # the SEG's and Observation's source: the header already read, if it was
+                    image.photo = (without_pixels(photo) if photo is not None
+                                   else await self._in_pool(describe_dicom, data, limits))
         except ImageDecodeError as exc:
             raise InvalidInput(f"image {index}: {exc}") from None
         return image, _ms(started)
@@ -516,25 +524,11 @@ def parse_outputs(text: str | None) -> frozenset[str]:
     return wanted
 
 
-def _source_header(index: int, data: bytes, wanted: frozenset[str], limits: DecodeLimits):
-    """A DICOM source's header for its SEG/Observation; a SEG of a JPEG/PNG cannot reference any instance."""
-    if is_dicom(data):
-        from preprocessing.dicom import describe_dicom
-
-        return describe_dicom(data, limits)
-    if DICOM_SEG in wanted:
-        raise InvalidInput(f"image {index}: a DICOM SEG object references its source instance: send the photo as "
-                           "DICOM (application/dicom), or ask only for fhir")
-    return None
-
-
 def _decode_and_locate_input(data: bytes, config: TwoStageConfig, limits: DecodeLimits):
-    """(rgb, stage 1's input, the eye a DICOM photo names in its Image Laterality, else None)."""
+    """(rgb, stage 1's input, the decoded DICOM photo (its eye, source and header) or None for a JPEG/PNG)."""
     if is_dicom(data):
-        from preprocessing.dicom import decode_dicom
-
         photo = decode_dicom(data, limits)
-        return photo.rgb, locate_input(photo.rgb, config), photo.laterality
+        return photo.rgb, locate_input(photo.rgb, config), photo
     rgb = decode_image(data, limits)
     return rgb, locate_input(rgb, config), None
 

@@ -111,11 +111,10 @@ def test_an_absurdly_large_disc_on_a_whole_fundus_photo_is_flagged():
     from preprocessing.two_stage import Location
 
     located = Location(400, 300, 400, 0.99, True)
-    square = SquareBox.for_disc(600, 800, 400, 300, 400, DiscCropConfig())
     disc_map = np.zeros((128, 128), np.float32)
     cv2.circle(disc_map, (64, 64), 25, 1.0, -1)
     crop_probability = np.stack([disc_map, np.zeros_like(disc_map)], axis=-1)
-    confidence = assess(located, huge.astype(bool), crop_probability, square, None, fov, 2.5)
+    confidence = assess(located, 2 * math.sqrt(huge.sum() / math.pi), crop_probability, None, fov)
     assert "implausible_size" in confidence.reasons
     assert Limits().full_field_size[1] < 400 / fov.width_px
 
