@@ -28,6 +28,7 @@ def whole_image_version():
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("whole_image_geometry", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module.disc_geometry
 
