@@ -140,16 +140,26 @@ def clean_masks(disc: np.ndarray, cup: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return clean_disc, clean_cup
 
 
-def measure(disc: np.ndarray, cup: np.ndarray, laterality: Laterality | None = None) -> Measurements:
+def measure(disc: np.ndarray, cup: np.ndarray, laterality: Laterality | None = None, *,
+            clean: bool = True) -> Measurements:
     """Measurements of one eye's disc and cup masks (any non-zero pixel is foreground).
 
+    `clean=False` measures bool masks as given: for masks that already are one hole-free disc and a cup
+    inside it (`preprocessing.two_stage`'s), which cleaning again would copy at full size for nothing.
     Raises ValueError for masks of different shapes or an unknown laterality, NoDiscError for an
     empty disc. An empty cup is a valid answer: ratios 0, the rim is the whole disc.
     """
     if laterality is not None and laterality not in LATERALITIES:
         raise ValueError(f"laterality must be one of {LATERALITIES} or None, got {laterality!r}")
-    disc, cup = clean_masks(disc, cup)
-    x, y, w, h = cv2.boundingRect(disc.astype(np.uint8))
+    if clean:
+        disc, cup = clean_masks(disc, cup)
+    else:
+        disc, cup = (np.ascontiguousarray(np.asarray(m, bool).squeeze()) for m in (disc, cup))
+        if disc.ndim != 2 or disc.shape != cup.shape:
+            raise ValueError(f"disc and cup masks must be 2-D and of one shape, got {disc.shape} and {cup.shape}")
+    x, y, w, h = cv2.boundingRect(disc.view(np.uint8))  # bool read as 0/1 bytes in place
+    if not (w and h):
+        raise NoDiscError("the disc mask is empty: nothing to measure")
     disc, cup = disc[y : y + h, x : x + w], cup[y : y + h, x : x + w]  # rays never leave the disc's box
     disc_geo, cup_geo = disc_geometry(disc), disc_geometry(cup)
     cx, cy = disc_geo.centroid

@@ -195,7 +195,7 @@ def finish(probability: np.ndarray, square: SquareBox, located: Location, final:
            fov: FieldOfView, config: TwoStageConfig, laterality: Laterality | None = None) -> TwoStageAnswer:
     disc, cup = masks_from(probability, square, config)
     geometry = disc_center_and_diameter(disc)
-    measurements = measure(disc, cup, laterality) if geometry is not None else None
+    measurements = measure(disc, cup, laterality, clean=False) if geometry is not None else None  # clean already
     agreement, diameter = None, None
     if geometry is not None:
         cx, cy, diameter = geometry

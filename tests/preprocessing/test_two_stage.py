@@ -148,3 +148,11 @@ def test_photometric_augmentation_is_seeded_and_can_be_turned_off():
     assert np.array_equal(first, photometric_augment(image, np.random.default_rng(3)))
     assert not np.array_equal(first, image) and first.dtype == np.uint8 and first.shape == image.shape
     assert np.array_equal(photometric_augment(image, np.random.default_rng(3), PhotometricConfig.off()), image)
+
+
+def test_the_pipelines_masks_are_measured_as_given_with_the_same_figures():
+    from preprocessing.measurements import measure
+
+    image, _, _ = fundus_with_cup()
+    answer = segment_image(image, locate, segment, TwoStageConfig(), "R")
+    assert measure(answer.disc, answer.cup, "R") == answer.measurements  # cleaning them again changes nothing
