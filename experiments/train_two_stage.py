@@ -47,12 +47,14 @@ class EpochLog:
 def stage2(args) -> None:
     import keras
 
-    from training_job.config import SegmentStageConfig, TrainConfig
+    from preprocessing.disc_crop import DiscCropConfig
+    from training_job.config import CropJitter, SegmentStageConfig, TrainConfig
     from training_job.crop_data import load_crops
     from training_job.segment_stage import train_segment_stage
 
     config = SegmentStageConfig(train=TrainConfig(epochs=args.epochs or 30, steps_per_epoch=args.steps or 200,
-                                                  batch_size=16, learning_rate=1e-3, seed=args.seed))
+                                                  batch_size=16, learning_rate=1e-3, seed=args.seed),
+                                crop=DiscCropConfig(multiple=args.multiple), jitter=CropJitter(scale=args.jitter_scale))
     out = Path(args.out) / "stage2"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
@@ -70,9 +72,8 @@ def stage1(args) -> None:
 
     from fundus_seg.model_card import ModelCard
     from fundus_seg.model_repository import KERAS_FILE
-    from preprocessing.augment import AugmentConfig
     from preprocessing.datasets import load_split
-    from training_job.config import RunConfig, TrainConfig
+    from training_job.config import LOCATOR_AUGMENT, RunConfig, TrainConfig
     from training_job.train import compile_model, train
 
     base = keras.models.load_model(Path(args.base) / KERAS_FILE, compile=False)
@@ -80,7 +81,7 @@ def stage1(args) -> None:
     run = RunConfig(data=tuple(args.data.split(",")), model=base_card.architecture, preprocess=base_card.preprocess,
                     train=TrainConfig(epochs=args.epochs or 12, steps_per_epoch=args.steps or 60, batch_size=32,
                                       learning_rate=4e-4, seed=args.seed),
-                    augment=AugmentConfig(zoom_range=(0.4, 2.2), shift_fraction=0.2, rotation_deg=20.0))
+                    augment=LOCATOR_AUGMENT)
     out = Path(args.out) / "stage1"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(run.to_dict(), indent=2))
@@ -149,6 +150,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--multiple", type=float, default=2.5, help="stage 2: crop side / disc diameter")
+    parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")), default=(0.8, 1.25),
+                        help="stage 2: LOW,HIGH factor of the located diameter's error")
     args = parser.parse_args()
     from fundus_seg.quiet_tensorflow import load_tensorflow
 

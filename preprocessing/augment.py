@@ -21,6 +21,10 @@ class AugmentConfig:
     shift_fraction: float = 0.1
     zoom_range: tuple[float, float] = (0.85, 1.25)
     """Scale factors drawn log-uniformly; > 1 zooms in (the disc looks bigger)."""
+    zoom_on_disc: float = 0.0
+    """Share of samples zoomed about the disc (the mask's centroid) instead of the image's centre: a zoom-in
+    about the centre would cut an off-centre disc out of view, so a locator never learns the large discs of
+    a camera that photographs the disc region only."""
     horizontal_flip: bool = True
     vertical_flip: bool = False
 
@@ -31,8 +35,11 @@ def static_augment(images: np.ndarray, masks: np.ndarray, config: AugmentConfig)
     return np.concatenate(variants), np.concatenate([masks] * len(variants))
 
 
-def random_transforms(batch_size, size: int, config: AugmentConfig):
-    """[batch, 8] projective transforms mapping output pixel coordinates to input coordinates."""
+def random_transforms(batch_size, size: int, config: AugmentConfig, disc_centers=None):
+    """[batch, 8] projective transforms mapping output pixel coordinates to input coordinates.
+
+    `disc_centers` ([batch, 2] x, y input pixels, or None): where a `zoom_on_disc` sample is zoomed about; its
+    shift is then in output pixels (divided by the scale), so a strong zoom-in keeps the disc in view."""
     import tensorflow as tf  # only where tensors are made: the CLI and the transformer start without TF
 
     uniform = lambda low, high: tf.random.uniform([batch_size], low, high)  # noqa: E731
@@ -50,8 +57,14 @@ def random_transforms(batch_size, size: int, config: AugmentConfig):
     a0, a1 = cos * flip_x, -sin * flip_y
     b0, b1 = sin * flip_x, cos * flip_y
     center = (size - 1) / 2.0
-    a2 = center - a0 * center - a1 * center + shift_x
-    b2 = center - b0 * center - b1 * center + shift_y
+    anchor_x = anchor_y = tf.fill([batch_size], center)
+    if disc_centers is not None and config.zoom_on_disc > 0:
+        on_disc = uniform(0.0, 1.0) < config.zoom_on_disc
+        anchor_x = tf.where(on_disc, disc_centers[:, 0], anchor_x)
+        anchor_y = tf.where(on_disc, disc_centers[:, 1], anchor_y)
+        shift_x, shift_y = tf.where(on_disc, shift_x / scale, shift_x), tf.where(on_disc, shift_y / scale, shift_y)
+    a2 = anchor_x - a0 * center - a1 * center + shift_x
+    b2 = anchor_y - b0 * center - b1 * center + shift_y
     zeros = tf.zeros([batch_size])
     return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
@@ -62,9 +75,18 @@ def dynamic_augment(images, masks, config: AugmentConfig):
 
     size = images.shape[1]
     stacked = tf.concat([images, masks], axis=-1)
+    disc_centers = None
+    if config.zoom_on_disc > 0:
+        weight = masks[..., 0]
+        total = tf.reduce_sum(weight, axis=[1, 2])
+        coords = tf.range(size, dtype=weight.dtype)
+        cx = tf.reduce_sum(weight * coords[None, None, :], axis=[1, 2]) / tf.maximum(total, 1e-6)
+        cy = tf.reduce_sum(weight * coords[None, :, None], axis=[1, 2]) / tf.maximum(total, 1e-6)
+        middle = tf.fill(tf.shape(total), (size - 1) / 2.0)
+        disc_centers = tf.stack([tf.where(total > 0, cx, middle), tf.where(total > 0, cy, middle)], axis=1)
     warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=stacked,
-        transforms=random_transforms(tf.shape(images)[0], size, config),
+        transforms=random_transforms(tf.shape(images)[0], size, config, disc_centers),
         output_shape=tf.shape(images)[1:3],
         fill_value=0.0,
         interpolation="BILINEAR",

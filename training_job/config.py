@@ -174,8 +174,9 @@ class RunConfig:
 
 
 PIPELINES = ("two-stage", "single-stage")
-LOCATOR_AUGMENT = AugmentConfig(zoom_range=(0.4, 2.2), shift_fraction=0.2)
-"""Stage 1 of a two-stage model meets discs filling 5% (a whole photo) to 60% (a crop) of the image: zoom wide."""
+LOCATOR_AUGMENT = AugmentConfig(zoom_range=(0.33, 4.0), shift_fraction=0.2, zoom_on_disc=0.5)
+"""Stage 1 of a two-stage model meets discs filling 5% (a whole photo) to 90% (a camera that photographs the disc
+region only, RIM-ONE r3) of its view: zoom wide, half the zoom-ins about the disc so a large one stays in view."""
 
 
 def two_stage(run: RunConfig, segment: SegmentStageConfig | None = None) -> RunConfig:

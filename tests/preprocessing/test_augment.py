@@ -36,3 +36,19 @@ def test_dynamic_augmentation_moves_image_and_mask_together():
     for i in range(16):
         bright = out_x[i].mean(axis=2) > 0.85
         assert dice(bright, out_m[i, ..., 0] >= 0.5) > 0.8, f"sample {i}: image and mask drifted apart"
+
+
+def test_zoom_on_disc_keeps_an_off_centre_disc_in_view_at_a_strong_zoom_in():
+    """A 3x zoom about the image's centre cuts most of an off-centre disc off; about the disc it keeps it whole,
+    9x larger."""
+    tf.random.set_seed(2)
+    x, m = _pair()  # disc well right of the centre
+    images = tf.constant(np.repeat(x[None], 8, axis=0))
+    masks = tf.constant(np.repeat(m[None], 8, axis=0))
+    common = dict(rotation_deg=0.0, shift_fraction=0.0, zoom_range=(3.0, 3.0), horizontal_flip=False)
+    _, about_centre = dynamic_augment(images, masks, AugmentConfig(**common))
+    _, about_disc = dynamic_augment(images, masks, AugmentConfig(**common, zoom_on_disc=1.0))
+    area = float((m[..., 0] >= 0.5).sum())
+    assert all(float((mask[..., 0] >= 0.5).sum()) < 0.6 * 9.0 * area for mask in about_centre.numpy())
+    for mask in about_disc.numpy():
+        assert 0.9 * 9.0 * area < float((mask[..., 0] >= 0.5).sum()) < 1.1 * 9.0 * area

@@ -11,6 +11,7 @@ import yaml
 from fundus_seg import model_repository
 from fundus_seg.model_card import ModelCard
 from training_job.__main__ import main
+from training_job.config import LOCATOR_AUGMENT
 
 TINY_STAGE1 = ["--depth", "1", "--width", "4", "--no-jit-compile", "--steps-per-epoch", "2", "--batch-size", "4",
                "--accelerator", "cpu"]
@@ -66,7 +67,7 @@ def test_a_single_stage_run_has_no_segment_stage():
     from training_job.config import RunConfig, run_config_from_dict, two_stage
 
     run = two_stage(RunConfig())
-    assert run.pipeline == "two-stage" and run.augment.zoom_range == (0.4, 2.2)  # the locator zooms wide
+    assert run.pipeline == "two-stage" and run.augment == LOCATOR_AUGMENT  # the locator zooms wide, about the disc
     assert run_config_from_dict(run.to_dict()) == run
     assert "segment" not in RunConfig().to_dict() and RunConfig().pipeline == "single-stage"
     assert ModelCard.from_dict({"config": run.to_dict()}).segment.crop == run.segment.crop
