@@ -48,13 +48,15 @@ def stage2(args) -> None:
     import keras
 
     from preprocessing.disc_crop import DiscCropConfig
+    from preprocessing.photometric import PhotometricConfig
     from training_job.config import CropJitter, SegmentStageConfig, TrainConfig
     from training_job.crop_data import load_crops
     from training_job.segment_stage import train_segment_stage
 
     config = SegmentStageConfig(train=TrainConfig(epochs=args.epochs or 30, steps_per_epoch=args.steps or 200,
                                                   batch_size=16, learning_rate=1e-3, seed=args.seed),
-                                crop=DiscCropConfig(multiple=args.multiple), jitter=CropJitter(scale=args.jitter_scale))
+                                crop=DiscCropConfig(multiple=args.multiple), jitter=CropJitter(scale=args.jitter_scale, shift=args.jitter_shift),
+                                photometric=dataclasses.replace(PhotometricConfig(), **json.loads(args.photometric)))
     out = Path(args.out) / "stage2"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
@@ -153,6 +155,9 @@ def main() -> None:
     parser.add_argument("--multiple", type=float, default=2.5, help="stage 2: crop side / disc diameter")
     parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")), default=(0.8, 1.25),
                         help="stage 2: LOW,HIGH factor of the located diameter's error")
+    parser.add_argument("--jitter-shift", type=float, default=0.25, help="stage 2: centre error, in diameters")
+    parser.add_argument("--photometric", default="{}", help='stage 2: PhotometricConfig fields to change, as JSON '
+                        '(e.g. \'{"p_saturation": 0.5}\')')
     args = parser.parse_args()
     from fundus_seg.quiet_tensorflow import load_tensorflow
 

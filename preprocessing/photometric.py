@@ -23,6 +23,10 @@ class PhotometricConfig:
     p_exposure: float = 0.8
     contrast: tuple[float, float] = (0.7, 1.3)
     brightness: tuple[float, float] = (-0.15, 0.15)
+    p_saturation: float = 0.0
+    saturation: tuple[float, float] = (0.4, 1.4)
+    """Chroma scale about each pixel's grey: cameras differ in how orange or pale the same retina looks."""
+    p_grayscale: float = 0.0
     p_gamma: float = 0.5
     gamma: tuple[float, float] = (0.6, 1.6)
     p_blur: float = 0.3
@@ -50,6 +54,10 @@ def photometric_augment(rgb: np.ndarray, rng: np.random.Generator, config: Photo
         image = image * rng.uniform(*config.channel_gain, size=3).astype(np.float32)
     if chance(config.p_exposure):
         image = uniform(config.contrast) * (image - 0.5) + 0.5 + uniform(config.brightness)
+    chroma = 0.0 if chance(config.p_grayscale) else uniform(config.saturation) if chance(config.p_saturation) else None
+    if chroma is not None:
+        grey = image.mean(axis=2, keepdims=True)
+        image = grey + chroma * (image - grey)
     if chance(config.p_gamma):
         image = np.power(np.clip(image, 0.0, 1.0), uniform(config.gamma))
     if chance(config.p_blur):

@@ -208,10 +208,11 @@ def finish(probability: np.ndarray, square: SquareBox, located: Location, final:
 
 
 def segment_image(rgb: np.ndarray, locate: LocateFn, segment: SegmentFn, config: TwoStageConfig = TwoStageConfig(),
-                  laterality: Laterality | None = None) -> TwoStageAnswer:
-    """The whole pipeline on one decoded image, with one function per model stage."""
+                  laterality: Laterality | None = None, known_disc: Location | None = None) -> TwoStageAnswer:
+    """The whole pipeline on one decoded image, with one function per model stage. `known_disc` replaces stage 1's
+    location (the expert's disc: what stage 2 does when stage 1 is right, for measuring the stages apart)."""
     stage1 = locate_input(rgb, config)
-    located = read_location(locate(stage1.input[None])[0], stage1.box, config.threshold)
+    located = known_disc or read_location(locate(stage1.input[None])[0], stage1.box, config.threshold)
     fov = stage1.fov
     crop, square = segment_input(rgb, located, config)
     probability = segment(crop[None])[0]

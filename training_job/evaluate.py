@@ -126,10 +126,12 @@ def score_images(images: list[ImageScore]) -> dict:
 
 
 def evaluate_two_stage_images(locate: Predict, segment: Predict, folder: str | Path, split: str | None = "test",
-                              config=None) -> list[ImageScore]:
-    """Every image of the split through `preprocessing.two_stage.segment_image`, the pipeline serving runs."""
+                              config=None, oracle: bool = False) -> list[ImageScore]:
+    """Every image of the split through `preprocessing.two_stage.segment_image`, the pipeline serving runs;
+    `oracle`: stage 2 starts from the expert disc instead of stage 1's (stage 2 measured alone)."""
+    from preprocessing.disc_crop import disc_center_and_diameter
     from preprocessing.measurements import measure
-    from preprocessing.two_stage import TwoStageConfig, segment_image
+    from preprocessing.two_stage import Location, TwoStageConfig, segment_image
 
     config = config or TwoStageConfig()
     records = [r for r in read_manifest(folder) if split is None or r.split == split]
@@ -137,8 +139,11 @@ def evaluate_two_stage_images(locate: Predict, segment: Predict, folder: str | P
         raise DatasetError(f"{folder}: no rows with split {split!r}")
     scores = []
     for record in records:
-        answer = segment_image(decode_image(record.image.read_bytes()), locate, segment, config)
         disc_truth = decode_mask(record.disc_mask.read_bytes())
+        known = None
+        if oracle and (expert := disc_center_and_diameter(disc_truth)) is not None:
+            known = Location(*expert, peak=1.0, found=True)
+        answer = segment_image(decode_image(record.image.read_bytes()), locate, segment, config, known_disc=known)
         cup_truth = decode_mask(record.cup_mask.read_bytes()) if record.cup_mask is not None else None
         vcdr_true = measure(disc_truth, cup_truth).vcdr if cup_truth is not None else None
         truth_small = preprocess_mask(disc_truth, config.preprocess)[..., 0] >= 0.5
@@ -163,8 +168,8 @@ def evaluate_two_stage_images(locate: Predict, segment: Predict, folder: str | P
 
 
 def evaluate_two_stage(locate: Predict, segment: Predict, folder: str | Path, split: str | None = "test",
-                       config=None) -> dict:
-    return score_images(evaluate_two_stage_images(locate, segment, folder, split, config))
+                       config=None, oracle: bool = False) -> dict:
+    return score_images(evaluate_two_stage_images(locate, segment, folder, split, config, oracle))
 
 
 def evaluate_single_stage_images(predict: Predict, folder: str | Path, split: str | None = "test",

@@ -8,6 +8,7 @@ inside the disc, and the confidence says when something is off.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import cv2
@@ -19,7 +20,7 @@ from preprocessing.disc_crop import DiscCropConfig, SquareBox, crop_resized, dis
 from preprocessing.metrics import dice
 from preprocessing.photometric import PhotometricConfig, photometric_augment
 from preprocessing.transform import CropBox
-from preprocessing.two_stage import TwoStageConfig, read_location, segment_image
+from preprocessing.two_stage import Location, TwoStageConfig, read_location, segment_image
 from tests.helpers import synthetic_fundus
 
 
@@ -89,6 +90,18 @@ def test_the_second_look_recentres_a_crop_that_missed():
     assert "stages_disagree" not in answer.confidence.reasons  # 4 px at 128 is a third of a diameter: tolerated
 
 
+def test_a_known_disc_replaces_stage_one_for_measuring_stage_two_alone():
+    image, disc, _ = fundus_with_cup()
+
+    def lost(batch):  # a locator that sees nothing at all
+        return np.zeros(batch.shape[:-1] + (1,), np.float32)
+
+    assert dice(segment_image(image, lost, segment).disc, disc) < 0.5
+    known = Location(500.0, 280.0, 90.0, peak=1.0, found=True)
+    answer = segment_image(image, lost, segment, known_disc=known)
+    assert answer.located == known and dice(answer.disc, disc) > 0.95
+
+
 def test_no_disc_found_is_low_confidence_never_a_confident_disc():
     grey = np.full((400, 500, 3), 90, np.uint8)
     answer = segment_image(grey, lambda b: np.zeros(b.shape[:3] + (1,), np.float32),
@@ -148,6 +161,17 @@ def test_photometric_augmentation_is_seeded_and_can_be_turned_off():
     assert np.array_equal(first, photometric_augment(image, np.random.default_rng(3)))
     assert not np.array_equal(first, image) and first.dtype == np.uint8 and first.shape == image.shape
     assert np.array_equal(photometric_augment(image, np.random.default_rng(3), PhotometricConfig.off()), image)
+
+
+def test_grayscale_and_saturation_change_the_chroma_only():
+    image, _ = synthetic_fundus()
+    only = lambda **on: dataclasses.replace(PhotometricConfig.off(), **on)  # noqa: E731
+    grey = photometric_augment(image, np.random.default_rng(0), only(p_grayscale=1.0)).astype(int)
+    assert np.abs(grey - grey.mean(axis=2, keepdims=True)).max() <= 1  # no colour left
+    assert abs(grey.mean() - image.mean()) < 1.0  # the same brightness
+    paler = photometric_augment(image, np.random.default_rng(0), only(p_saturation=1.0, saturation=(0.5, 0.5))).astype(int)
+    chroma = lambda x: np.abs(x - x.mean(axis=2, keepdims=True)).mean()  # noqa: E731
+    assert chroma(paler) == pytest.approx(0.5 * chroma(image.astype(int)), rel=0.05)
 
 
 def test_the_pipelines_masks_are_measured_as_given_with_the_same_figures():

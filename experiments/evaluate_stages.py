@@ -1,0 +1,53 @@
+"""Score a stage-1 and a stage-2 Keras model together through the serving pipeline, without publishing: the
+ablations in docs/RESULTS.md pair one locator with stage-2 variants (experiments/stage2-ablation.sh).
+
+    .venv/bin/python experiments/evaluate_stages.py --stage1 runs/x/stage1.keras --stage2 runs/y/stage2/model.keras \
+        --data ../shared/data/drishti-gs1,runs/loro-r3/rim-one-r3 [--multiple 2.5] [--oracle]
+
+--oracle cuts stage 2's crop around the EXPERT disc (what stage 2 does when stage 1 is right).
+Prints one JSON line per dataset: disc/cup Dice, RRP, flagged (as `fundus-seg evaluate --json`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage1", required=True)
+    parser.add_argument("--stage2", required=True)
+    parser.add_argument("--data", required=True, help="dataset folders, comma-separated (their test split)")
+    parser.add_argument("--multiple", type=float, default=2.5)
+    parser.add_argument("--oracle", action="store_true")
+    parser.add_argument("--label", default="", help="a name printed with each line")
+    args = parser.parse_args()
+    from fundus_seg.quiet_tensorflow import load_tensorflow
+
+    load_tensorflow(verbose=False)
+    import keras
+
+    from preprocessing.disc_crop import DiscCropConfig
+    from preprocessing.two_stage import TwoStageConfig
+    from training_job.evaluate import evaluate_two_stage
+
+    stage1 = keras.models.load_model(args.stage1, compile=False)
+    stage2 = keras.models.load_model(args.stage2, compile=False)
+    locate = lambda batch: stage1(batch, training=False).numpy()  # noqa: E731
+    segment = lambda batch: stage2(batch, training=False).numpy()  # noqa: E731
+    config = TwoStageConfig(crop=DiscCropConfig(multiple=args.multiple))
+    for folder in args.data.split(","):
+        scores = evaluate_two_stage(locate, segment, folder, "test", config, oracle=args.oracle)
+        brief = {"label": args.label, "data": Path(folder).name, "oracle": args.oracle, "n": scores["n"],
+                 "disc": scores["dice_mean"], "disc_min": scores["dice_min"], "rrp": scores["rrp"],
+                 "cup": scores["cup"]["dice_mean"], "flagged": scores["flagged"]["n"],
+                 "disc_flagged": scores["flagged"]["disc_dice_flagged"], "disc_unflagged": scores["flagged"]["disc_dice_unflagged"]}
+        print(json.dumps(brief), flush=True)
+
+
+if __name__ == "__main__":
+    main()
