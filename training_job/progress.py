@@ -47,11 +47,17 @@ class RichProgress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
-        description = f"epoch {self.epoch + 1}/{self.epochs} loss {logs.get('loss', float('nan')):.4f} dice {logs.get('dice', float('nan')):.4f}"
+        description = f"epoch {self.epoch + 1}/{self.epochs} loss {logs.get('loss', float('nan')):.4f} {dice_scores(logs)}"
         self.progress.update(self.task, advance=1, description=description)
 
     def on_train_end(self, logs=None):
         self.progress.stop()
+
+
+def dice_scores(logs: dict) -> str:
+    """`dice 0.8712` (stage 1), or `disc_dice 0.9412 cup_dice 0.8120` for a model with several outputs (stage 2)."""
+    names = [name for name in logs if name.endswith("dice")] or ["dice"]
+    return " ".join(f"{name} {float(logs.get(name, float('nan'))):.4f}" for name in names)
 
 
 class EpochLines(keras.callbacks.Callback):
@@ -87,5 +93,5 @@ class EpochLines(keras.callbacks.Callback):
         rate = self.steps * self.global_batch / max(now - self.epoch_started, 1e-9)
         elapsed = int(now - self.started)
         self._print(f"epoch {epoch + 1}/{self.epochs} loss {logs.get('loss', float('nan')):.4f} "
-                    f"dice {logs.get('dice', float('nan')):.4f} {rate:.1f} img/s "
+                    f"{dice_scores(logs)} {rate:.1f} img/s "
                     f"elapsed {elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}")

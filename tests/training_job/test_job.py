@@ -229,3 +229,5 @@ def test_progress_is_a_bar_in_a_terminal_and_plain_lines_elsewhere(monkeypatch):
     first, second = lines.getvalue().splitlines()
     assert first == "train: resuming at epoch 3/15"
     assert second.startswith("epoch 3/15 loss 0.4123 dice 0.8712 ") and " img/s elapsed 0:00:0" in second
+    callback.on_epoch_end(3, {"loss": 0.5, "disc_dice": 0.94123, "cup_dice": 0.81234})  # stage 2: both outputs
+    assert lines.getvalue().splitlines()[-1].startswith("epoch 4/15 loss 0.5000 disc_dice 0.9412 cup_dice 0.8123 ")
