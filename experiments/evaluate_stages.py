@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--stage2", required=True)
     parser.add_argument("--data", required=True, help="dataset folders, comma-separated (their test split)")
     parser.add_argument("--multiple", type=float, default=2.5)
+    parser.add_argument("--second-looks", type=int, default=1)
     parser.add_argument("--oracle", action="store_true")
     parser.add_argument("--label", default="", help="a name printed with each line")
     args = parser.parse_args()
@@ -39,10 +40,10 @@ def main() -> None:
     stage2 = keras.models.load_model(args.stage2, compile=False)
     locate = lambda batch: stage1(batch, training=False).numpy()  # noqa: E731
     segment = lambda batch: stage2(batch, training=False).numpy()  # noqa: E731
-    config = TwoStageConfig(crop=DiscCropConfig(multiple=args.multiple))
+    config = TwoStageConfig(crop=DiscCropConfig(multiple=args.multiple), second_looks=args.second_looks)
     for folder in args.data.split(","):
         scores = evaluate_two_stage(locate, segment, folder, "test", config, oracle=args.oracle)
-        brief = {"label": args.label, "data": Path(folder).name, "oracle": args.oracle, "n": scores["n"],
+        brief = {"label": args.label, "data": Path(folder).name, "oracle": args.oracle, "looks": args.second_looks, "n": scores["n"],
                  "disc": scores["dice_mean"], "disc_min": scores["dice_min"], "rrp": scores["rrp"],
                  "cup": scores["cup"]["dice_mean"], "flagged": scores["flagged"]["n"],
                  "disc_flagged": scores["flagged"]["disc_dice_flagged"], "disc_unflagged": scores["flagged"]["disc_dice_unflagged"]}

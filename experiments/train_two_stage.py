@@ -126,7 +126,8 @@ def export(args) -> None:
         "gflops_per_image": round((flops_per_image(stage1) + flops_per_image(stage2)) / 1e9, 3),
         "stage1_from": None if stage1_file.exists() else str(args.base),
         "stage1_fine_tuned_from": str(args.base) if stage1_file.exists() else None,
-        "config": {**stage1_config, "segment": {**stage2_config, "cup_threshold": 0.5, "convex": True}},
+        "config": {**stage1_config, "segment": {**stage2_config, "cup_threshold": 0.5, "convex": True,
+                                                 "second_looks": args.second_looks}},
         "test_metrics": {},
     }
     card = ModelCard.from_dict(document)
@@ -155,6 +156,7 @@ def main() -> None:
     parser.add_argument("--multiple", type=float, default=2.5, help="stage 2: crop side / disc diameter")
     parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")), default=(0.8, 1.25),
                         help="stage 2: LOW,HIGH factor of the located diameter's error")
+    parser.add_argument("--second-looks", type=int, default=1, help="export: how many times serving may cut the crop again")
     parser.add_argument("--jitter-shift", type=float, default=0.25, help="stage 2: centre error, in diameters")
     parser.add_argument("--photometric", default="{}", help='stage 2: PhotometricConfig fields to change, as JSON '
                         '(e.g. \'{"p_saturation": 0.5}\')')

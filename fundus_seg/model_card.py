@@ -78,6 +78,7 @@ class SegmentCard:
     crop: DiscCropConfig = field(default_factory=DiscCropConfig)
     cup_threshold: float = DEFAULT_THRESHOLD
     convex: bool = True
+    second_looks: int = 1  # preprocessing.two_stage.TwoStageConfig.second_looks
 
     @classmethod
     def from_dict(cls, document: dict) -> SegmentCard:
@@ -88,14 +89,17 @@ class SegmentCard:
             crop=DiscCropConfig(**_known(DiscCropConfig, document.get("crop") or {})),
             cup_threshold=_number(document.get("cup_threshold", DEFAULT_THRESHOLD), "segment.cup_threshold"),
             convex=bool(document.get("convex", True)),
+            second_looks=document.get("second_looks", 1),
         )
         if not 0.0 < card.cup_threshold < 1.0:
             raise ModelCardError(f"segment.cup_threshold must be in (0, 1), got {card.cup_threshold}")
+        if type(card.second_looks) is not int or not 0 <= card.second_looks <= 4:
+            raise ModelCardError(f"segment.second_looks must be an integer 0 to 4, got {card.second_looks!r}")
         return card
 
     def to_dict(self) -> dict:
         return {"model": dataclasses.asdict(self.architecture), "crop": dataclasses.asdict(self.crop),
-                "cup_threshold": self.cup_threshold, "convex": self.convex}
+                "cup_threshold": self.cup_threshold, "convex": self.convex, "second_looks": self.second_looks}
 
 
 @dataclass(frozen=True)
@@ -216,7 +220,7 @@ class ModelCard:
         if self.segment is None:
             raise ModelCardError(f"{self.model_name}: a single-stage version has no second stage")
         return TwoStageConfig(self.preprocess, self.segment.crop, self.threshold, self.segment.cup_threshold,
-                              self.segment.convex)
+                              self.segment.convex, self.segment.second_looks)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -52,6 +52,13 @@ class TwoStageConfig:
     convex: bool = True
     """Disc and cup are each replaced by their convex hull: the shapes an ophthalmologist draws (an optic disc
     and its cup are convex; a vessel crossing the rim no longer notches the mask)."""
+    second_looks: int = 1
+    """How many times the crop may be cut again around what stage 2 saw. More than one lets a stage 2 trained on
+    mis-sized crops walk a crop that stage 1 sized around the cup out to the whole disc."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.second_looks <= 4:
+            raise ValueError(f"second_looks must be 0 to 4, got {self.second_looks}")
 
 
 @dataclass(frozen=True)
@@ -217,7 +224,9 @@ def segment_image(rgb: np.ndarray, locate: LocateFn, segment: SegmentFn, config:
     crop, square = segment_input(rgb, located, config)
     probability = segment(crop[None])[0]
     final, looked_again = located, False
-    if (better := refine(probability, square, located, config)) is not None:
+    for _ in range(config.second_looks):
+        if (better := refine(probability, square, final, config)) is None:
+            break
         final, looked_again = better, True
         crop, square = segment_input(rgb, final, config)
         probability = segment(crop[None])[0]

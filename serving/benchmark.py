@@ -301,20 +301,28 @@ def in_process(version) -> InProcess:
             return [located, stage1.fov, *segment_input(rgb, located, config)]
 
         looks = list(each(cut, states, first))  # [located, fov, crop, square]
-        second = version.segment(np.stack([look[2] for look in looks]))
+        probabilities = list(version.segment(np.stack([look[2] for look in looks])))
+        finals = [look[0] for look in looks]
+        squares = [look[3] for look in looks]
+        again = [False] * len(looks)
 
-        def look_again(state, look, probability):
-            better = refine(probability, look[3], look[0], config)
-            return None if better is None else (better, *segment_input(state[0], better, config))
+        def look_again(i):
+            better = refine(probabilities[i], squares[i], finals[i], config)
+            return None if better is None else (better, *segment_input(states[i][0], better, config))
 
-        again = list(each(look_again, states, looks, second))
-        probabilities = list(second)
-        redo = [i for i, a in enumerate(again) if a is not None]
-        if redo:
-            for i, probability in zip(redo, version.segment(np.stack([again[i][1] for i in redo])), strict=True):
+        pending = list(range(len(looks)))
+        for _ in range(config.second_looks):
+            cuts = list(each(look_again, pending))
+            pending = [i for i, c in zip(pending, cuts, strict=True) if c is not None]
+            if not pending:
+                break
+            crops = []
+            for i, (better, crop, square) in zip(pending, [c for c in cuts if c is not None], strict=True):
+                finals[i], squares[i], again[i] = better, square, True
+                crops.append(crop)
+            for i, probability in zip(pending, version.segment(np.stack(crops)), strict=True):
                 probabilities[i] = probability
-        return [(probabilities[i], again[i][2] if again[i] else look[3], look[0], again[i][0] if again[i] else look[0],
-                 again[i] is not None, look[1]) for i, look in enumerate(looks)]
+        return [(probabilities[i], squares[i], look[0], finals[i], again[i], look[1]) for i, look in enumerate(looks)]
 
     def finish_two(state, out):
         probability, square, located, final, second_look, fov = out

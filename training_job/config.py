@@ -91,8 +91,12 @@ class SegmentStageConfig:
     crop: DiscCropConfig = field(default_factory=DiscCropConfig)
     jitter: CropJitter = field(default_factory=CropJitter)
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
+    second_looks: int = 1
+    """Serving's pipeline setting, written to the card (`preprocessing.two_stage.TwoStageConfig.second_looks`)."""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.second_looks <= 4:
+            raise ValueError(f"second_looks must be 0 to 4, got {self.second_looks}")
         if self.model.input_size != self.crop.size:
             raise ValueError(f"stage 2's U-Net input ({self.model.input_size}) must be the crop size ({self.crop.size})")
 

@@ -82,7 +82,8 @@ class BaseVersion:
             segment = run.segment or SegmentStageConfig(train=dataclasses.replace(
                 SegmentStageConfig().train, epochs=INCREMENTAL_EPOCHS))
             updated = dataclasses.replace(updated, segment=dataclasses.replace(
-                segment, model=self.card.segment.architecture, crop=self.card.segment.crop))
+                segment, model=self.card.segment.architecture, crop=self.card.segment.crop,
+                second_looks=self.card.segment.second_looks))
         else:
             updated = dataclasses.replace(updated, segment=None)
         log.info("incremental: starting from version %d (%s, architecture %s)", self.version, updated.pipeline,
@@ -159,7 +160,7 @@ def test_metrics(model: keras.Model, run: RunConfig, datasets: list[Dataset | st
                 for d in datasets}
     from preprocessing.two_stage import TwoStageConfig
 
-    config = TwoStageConfig(run.preprocess, run.segment.crop)
+    config = TwoStageConfig(run.preprocess, run.segment.crop, second_looks=run.segment.second_looks)
     segment = keras_predictor(segment_model)
     return {(d.name if names.count(d.name) == 1 else d.uri): evaluate_two_stage(predict, segment, d.folder, "test", config)
             for d in datasets}

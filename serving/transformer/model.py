@@ -435,12 +435,16 @@ class FundusTransformer(Model):
             return
         pinned = str(first.version) if first.version is not None else work.served.target
         await asyncio.gather(*(self._first_crop(work, i, p) for i, p in enumerate(probability)))
-        second = await self._segment(work, range(len(work.images)), pinned)
-        await asyncio.gather(*(self._second_crop(work, i, p) for i, p in enumerate(second)))
-        again = [i for i, image in enumerate(work.images) if image.second_look]
-        if again:
-            for i, p in zip(again, await self._segment(work, again, pinned), strict=True):
-                work.images[i].probability = p
+        pending = list(range(len(work.images)))
+        probability = await self._segment(work, pending, pinned)
+        for _ in range(work.served.two_stage.second_looks):
+            cut = await asyncio.gather(*(self._second_crop(work, i, p) for i, p in zip(pending, probability, strict=True)))
+            pending = [i for i, again in zip(pending, cut, strict=True) if again]
+            if not pending:
+                break
+            probability = await self._segment(work, pending, pinned)
+        for index in range(len(work.images)):
+            work.drop_rgb(index)  # every crop is cut
 
     async def _segment(self, work: Work, indices, pinned: str | None) -> np.ndarray:
         indices = list(indices)
@@ -458,15 +462,16 @@ class FundusTransformer(Model):
         image.second_look, image.final = False, image.located
         image.crop, image.square = await self._cut(work, index, image.located)
 
-    async def _second_crop(self, work: Work, index: int, probability: np.ndarray) -> None:
-        """The second look: cut the crop again where stage 2 saw the disc, when `refine` says so; then
-        the decoded image is no longer needed."""
+    async def _second_crop(self, work: Work, index: int, probability: np.ndarray) -> bool:
+        """A second look: cut the crop again where stage 2 saw the disc, when `refine` says so (True)."""
         image, config = work.images[index], work.served.two_stage
-        better = refine(probability, image.square, image.located, config)
-        if better is not None:
-            image.final, image.second_look = better, True
-            image.crop, image.square = await self._cut(work, index, better)
-        work.drop_rgb(index)
+        better = refine(probability, image.square, image.final, config)
+        if better is None:
+            work.drop_rgb(index)  # its last crop is cut: the decoded image is no longer needed
+            return False
+        image.final, image.second_look = better, True
+        image.crop, image.square = await self._cut(work, index, better)
+        return True
 
     async def _cut(self, work: Work, index: int, location: Location) -> tuple[np.ndarray, SquareBox]:
         image, config = work.images[index], work.served.two_stage

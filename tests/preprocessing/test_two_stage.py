@@ -90,6 +90,24 @@ def test_the_second_look_recentres_a_crop_that_missed():
     assert "stages_disagree" not in answer.confidence.reasons  # 4 px at 128 is a third of a diameter: tolerated
 
 
+def test_more_looks_walk_a_crop_cut_inside_the_disc_out_to_the_whole_disc():
+    image, disc, _ = fundus_with_cup(radius=60, cup_radius=25)
+
+    def speck(batch):  # stage 1 sees only a speck at the disc's centre: a crop far smaller than the disc
+        out = np.zeros(batch.shape[:-1] + (1,), np.float32)
+        for i, found in enumerate(locate(batch)):
+            ys, xs = np.nonzero(found[..., 0])
+            out[i, int(ys.mean()), int(xs.mean())] = 1.0
+        return out
+
+    once = segment_image(image, speck, segment, TwoStageConfig())
+    more = segment_image(image, speck, segment, TwoStageConfig(second_looks=3))
+    assert once.second_look and dice(once.disc, disc) < 0.8  # one look is not enough to grow out of it
+    assert dice(more.disc, disc) > 0.95 and "cut_by_crop" not in more.confidence.reasons
+    with pytest.raises(ValueError, match="second_looks"):
+        TwoStageConfig(second_looks=9)
+
+
 def test_a_known_disc_replaces_stage_one_for_measuring_stage_two_alone():
     image, disc, _ = fundus_with_cup()
 

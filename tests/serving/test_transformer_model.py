@@ -183,11 +183,11 @@ def test_a_version_swapped_out_mid_request_is_asked_again_and_prepared_again(ima
 # -- two-stage versions ---------------------------------------------------------------------------
 
 
-def two_stage_card() -> str:
+def two_stage_card(second_looks: int = 1) -> str:
     from fundus_seg.model_card import ModelCard, SegmentCard
     from training_job.config import UNetConfig
 
-    return ModelCard("optic-disc", UNetConfig(), segment=SegmentCard(UNetConfig())).to_json()
+    return ModelCard("optic-disc", UNetConfig(), segment=SegmentCard(UNetConfig(), second_looks=second_looks)).to_json()
 
 
 def masks_of(prediction: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -257,6 +257,23 @@ def test_the_second_look_sends_only_the_images_whose_crop_was_off(image_bytes):
     assert fake.signatures == ["serving_default", "segment", "segment"]
     assert [shape[0] for shape, _ in fake.calls] == [2, 2, 1] and {v for _, v in fake.calls} == {"5"}
     assert second["disc"]["centroid"][0] > first["disc"]["centroid"][0] + 10  # cut again where the disc was seen
+
+
+def test_a_version_allowing_more_looks_cuts_again_until_the_crop_is_right(image_bytes):
+    from tests.serving.helpers import crop_probability
+
+    def segment(crops, number):  # image 1's disc is seen off-centre on its first two crops, centred on the third
+        answers = np.repeat(crop_probability()[None], len(crops), axis=0)
+        if number in (1, 2):
+            answers[-1] = crop_probability(shift=0.4)
+        return answers
+
+    for looks, calls in ((1, [2, 2, 1]), (3, [2, 2, 1, 1])):
+        model, fake = make(versions=[5], cards={5: two_stage_card(second_looks=looks)}, segment=segment)
+        first, second = call(model, v1(image_bytes, image_bytes))["predictions"]
+        assert [shape[0] for shape, _ in fake.calls] == calls
+        assert model.retained.used == 0 and model.pixels.used == 0  # every kept image given back
+    assert second["disc"]["centroid"][0] > first["disc"]["centroid"][0] + 20  # cut again twice, further right
 
 
 def test_images_the_retained_budget_cannot_keep_are_decoded_again_to_the_same_answer(image_bytes):

@@ -50,7 +50,20 @@ def test_round_trip_keeps_what_it_does_not_model():
     ({"threshold": 1.5}, "threshold"),
     ({"threshold": "high"}, "number"),
     ({"base_version": "first"}, "unusable model card"),
+    ({"config": {"segment": {"second_looks": 9}}}, "second_looks"),
+    ({"config": {"segment": {"second_looks": "two"}}}, "second_looks"),
 ])
 def test_unusable_cards_are_refused(document, message):
     with pytest.raises(ModelCardError, match=message):
         ModelCard.from_dict(document)
+
+
+def test_a_two_stage_card_says_how_many_looks_its_pipeline_takes():
+    from fundus_seg.model_card import SegmentCard
+
+    card = ModelCard("optic-disc", UNetConfig(), segment=SegmentCard(UNetConfig(), second_looks=3))
+    again = ModelCard.from_json(card.to_json())
+    assert again == card and again.two_stage().second_looks == 3
+    older = card.to_dict()
+    older["config"]["segment"].pop("second_looks")  # a version published before the setting: one look, as then
+    assert ModelCard.from_dict(older).two_stage().second_looks == 1
