@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from preprocessing.geometry import plane
 from preprocessing.transform import PreprocessConfig, equalise
 
 
@@ -126,7 +127,7 @@ def restore_crop(probability: np.ndarray, box: SquareBox) -> np.ndarray:
 def disc_center_and_diameter(mask: np.ndarray) -> tuple[float, float, float] | None:
     """(center_x, center_y, diameter) of a disc mask: centroid and 2 * sqrt(area / pi) (the paper's radius,
     doubled); None for an empty mask. Training crops around the expert disc with the same rule."""
-    mask = np.ascontiguousarray(np.asarray(mask).squeeze())
+    mask = np.ascontiguousarray(plane(mask))
     # a bool mask is read as 0/1 bytes in place (no full-size float copy of a 40 MP mask); soft masks by their fraction
     moments = cv2.moments(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.float32, copy=False))
     area = moments["m00"]

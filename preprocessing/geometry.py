@@ -8,6 +8,17 @@ import cv2
 import numpy as np
 
 
+def plane(mask: np.ndarray) -> np.ndarray:
+    """H x W, H x W x 1 or 1 x H x W x 1 -> H x W. Unlike `squeeze`, a mask one pixel high or wide (the bounding
+    box of a one-pixel disc) keeps both of its axes."""
+    array = np.asarray(mask)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return array
+
+
 @dataclass(frozen=True)
 class Ellipse:
     center_x: float
@@ -37,7 +48,7 @@ def disc_geometry(mask: np.ndarray) -> DiscGeometry:
     """Measured on the mask's bounding box plus a pixel of background (what the contour needs), in
     image coordinates: the same numbers as on the whole image, without scanning all of its pixels
     (a disc is a few percent of a fundus photo) several times over."""
-    mask = np.asarray(mask).squeeze()
+    mask = plane(mask)
     pixels = mask.view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).astype(np.uint8)
     left, top, width, height = cv2.boundingRect(pixels)
     if width == 0:

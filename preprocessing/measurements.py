@@ -39,7 +39,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from preprocessing.geometry import disc_geometry
+from preprocessing.geometry import disc_geometry, plane
 from preprocessing.postprocess import fill_holes, largest_component
 
 Laterality = Literal["L", "R"]
@@ -125,8 +125,7 @@ class Measurements:
 
 def clean_masks(disc: np.ndarray, cup: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(disc, cup) as single hole-free components, the cup clipped to the disc; same shapes in and out."""
-    disc = np.asarray(disc).squeeze()
-    cup = np.asarray(cup).squeeze()
+    disc, cup = plane(disc), plane(cup)
     if disc.ndim != 2 or disc.shape != cup.shape:
         raise ValueError(f"disc and cup masks must be 2-D and of one shape, got {disc.shape} and {cup.shape}")
     disc, cup = disc.astype(bool), cup.astype(bool)
@@ -154,7 +153,7 @@ def measure(disc: np.ndarray, cup: np.ndarray, laterality: Laterality | None = N
     if clean:
         disc, cup = clean_masks(disc, cup)
     else:
-        disc, cup = (np.ascontiguousarray(np.asarray(m, bool).squeeze()) for m in (disc, cup))
+        disc, cup = (np.ascontiguousarray(plane(m), dtype=bool) for m in (disc, cup))
         if disc.ndim != 2 or disc.shape != cup.shape:
             raise ValueError(f"disc and cup masks must be 2-D and of one shape, got {disc.shape} and {cup.shape}")
     x, y, w, h = cv2.boundingRect(disc.view(np.uint8))  # bool read as 0/1 bytes in place

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from preprocessing.decode import DecodeLimits, decode_image
+from preprocessing.geometry import plane
 from preprocessing.postprocess import postprocess_mask
 from preprocessing.transform import (
     CropBox,
@@ -41,4 +42,4 @@ def finish(probability: np.ndarray, box: CropBox, threshold: float = 0.5) -> np.
 
 def finish_small(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """The same post-processing at the model's own resolution (the paper reports Dice there)."""
-    return postprocess_mask(np.asarray(probability).squeeze(), threshold)
+    return postprocess_mask(plane(probability), threshold)

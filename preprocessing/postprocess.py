@@ -9,6 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from preprocessing.geometry import plane
+
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
@@ -36,7 +38,7 @@ def postprocess_mask(probability: np.ndarray, threshold: float = 0.5) -> np.ndar
     is a few percent of the image, and the result is identical (nothing outside the box is
     foreground, so a background region touching the box edge is not a hole).
     """
-    binary = (np.asarray(probability).squeeze() >= threshold).astype(np.uint8)
+    binary = (plane(probability) >= threshold).astype(np.uint8)
     x, y, w, h = cv2.boundingRect(binary)
     mask = np.zeros(binary.shape, bool)
     if w and h:

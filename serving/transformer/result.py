@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from preprocessing.geometry import disc_geometry
+from preprocessing.geometry import disc_geometry, plane
 from preprocessing.two_stage import TwoStageAnswer, finish, finish_single_stage
 
 PNG_OPTIONS = [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 1]
@@ -79,7 +79,7 @@ def hospital_outputs(answer: TwoStageAnswer, two_stage: bool, request: HospitalO
 
 def _as_uint8(mask: np.ndarray) -> np.ndarray:
     """A bool mask as 0/1 bytes without a copy (a view); other masks as 0/1 bytes."""
-    mask = np.asarray(mask).squeeze()
+    mask = plane(mask)
     return mask.view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).astype(np.uint8)
 
 

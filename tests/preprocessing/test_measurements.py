@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from preprocessing.decode import decode_mask
+from preprocessing.geometry import disc_geometry
 from preprocessing.measurements import ISNT_TOLERANCE_PX, Measurements, NoDiscError, clean_masks, measure
 from tests.helpers import DRISHTI, RIM_ONE
 
@@ -235,3 +236,16 @@ def test_inferior_rim_at_least_superior_more_often_in_normal_eyes(experts):
     normal, glaucoma = rate(False), rate(True)
     print(f"DRISHTI-GS1 test: I >= S in {normal:.0%} of normal eyes, {glaucoma:.0%} of glaucoma eyes")
     assert normal > glaucoma
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (4, 1)])
+@pytest.mark.parametrize("clean", [True, False])
+def test_a_disc_one_pixel_high_or_wide_is_measured_not_a_crash(shape, clean):
+    """A weak stage 2 can leave a disc of a pixel or a line of pixels; its bounding box is then 1 pixel across,
+    which `squeeze` used to collapse to fewer axes (an IndexError, a 500 in serving)."""
+    disc = np.zeros((50, 60), bool)
+    disc[20 : 20 + shape[0], 30 : 30 + shape[1]] = True
+    result = measure(disc, np.zeros_like(disc), clean=clean)
+    assert result.vcdr == 0.0 and result.disc_vertical_px == shape[0] and result.disc_horizontal_px == shape[1]
+    assert disc_geometry(disc).area_px == shape[0] * shape[1]
+    assert disc_geometry(disc[20:21, 30:31]).area_px == 1  # a 1 x 1 mask keeps its two axes
