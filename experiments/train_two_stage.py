@@ -69,6 +69,12 @@ def stage2(args) -> None:
     print(f"stage 2 trained in {result.seconds:.0f} s -> {out / 'model.keras'}", flush=True)
 
 
+def locator_zoom(args) -> dict:
+    """--zoom / --zoom-on-disc over LOCATOR_AUGMENT's (bundled version 2's stage 1: --zoom 0.4,2.2 --zoom-on-disc 0)."""
+    changed = {"zoom_range": args.zoom, "zoom_on_disc": args.zoom_on_disc}
+    return {k: v for k, v in changed.items() if v is not None}
+
+
 def stage1(args) -> None:
     import keras
 
@@ -83,7 +89,7 @@ def stage1(args) -> None:
     run = RunConfig(data=tuple(args.data.split(",")), model=base_card.architecture, preprocess=base_card.preprocess,
                     train=TrainConfig(epochs=args.epochs or 12, steps_per_epoch=args.steps or 60, batch_size=32,
                                       learning_rate=4e-4, seed=args.seed),
-                    augment=LOCATOR_AUGMENT)
+                    augment=dataclasses.replace(LOCATOR_AUGMENT, **locator_zoom(args)))
     out = Path(args.out) / "stage1"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(run.to_dict(), indent=2))
@@ -153,6 +159,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--zoom", type=lambda v: tuple(float(x) for x in v.split(",")), default=None,
+                        help="stage 1: LOW,HIGH zoom range (default training_job.config.LOCATOR_AUGMENT's)")
+    parser.add_argument("--zoom-on-disc", type=float, default=None, help="stage 1: share of zooms about the disc")
     parser.add_argument("--multiple", type=float, default=2.5, help="stage 2: crop side / disc diameter")
     parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")), default=(0.8, 1.25),
                         help="stage 2: LOW,HIGH factor of the located diameter's error")
