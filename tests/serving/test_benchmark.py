@@ -215,3 +215,39 @@ def test_the_in_process_floor_runs_the_whole_two_stage_pipeline(two_stage_versio
         assert one.confidence == expected.confidence.to_dict() and one.pipeline == "two-stage"
         assert one.measurements == (expected.measurements.to_dict() if expected.measurements else None)
         assert many.disc == one.disc and many.cup == one.cup and many.confidence == one.confidence
+
+
+def test_the_floor_takes_as_many_looks_as_the_card_allows():
+    """With a stage 1 that sizes the crop far inside the disc, the floor walks it out to the whole disc as the
+    shared pipeline does when the card allows 3 looks (and stops short of it, as the pipeline does, with 1)."""
+    import cv2
+    import numpy as np
+
+    from fundus_seg.model_card import ModelCard, SegmentCard
+    from preprocessing.metrics import dice
+    from preprocessing.two_stage import segment_image
+    from tests.preprocessing.test_two_stage import fundus_with_cup, locate, segment
+    from training_job.config import UNetConfig
+
+    def speck(batch):  # stage 1 finds only a pixel at each disc's centre
+        out = np.zeros(batch.shape[:-1] + (1,), np.float32)
+        for i, found in enumerate(locate(batch)):
+            ys, xs = np.nonzero(found[..., 0])
+            out[i, int(ys.mean()), int(xs.mean())] = 1.0
+        return out
+
+    (big, big_disc, _), (small, small_disc, _) = fundus_with_cup(radius=60, cup_radius=25), fundus_with_cup()
+    data = [cv2.imencode(".png", image[..., ::-1])[1].tobytes() for image in (big, small)]
+    big_dice = {}
+    for looks in (3, 1):
+        card = ModelCard("optic-disc", UNetConfig(), segment=SegmentCard(UNetConfig(), second_looks=looks))
+        steps = benchmark.in_process(SimpleNamespace(card=card, predict=speck, segment=segment))
+        states = [steps.prepare(d) for d in data]
+        answers = [steps.finish(s, out) for s, out in zip(states, steps.model(states, None), strict=True)]
+        for image, truth, answer in zip((big, small), (big_disc, small_disc), answers, strict=True):
+            expected = segment_image(image, speck, segment, card.two_stage())
+            mask = cv2.imdecode(np.frombuffer(answer.mask_png, np.uint8), cv2.IMREAD_GRAYSCALE) > 0
+            assert np.array_equal(mask, expected.disc) and answer.confidence == expected.confidence.to_dict()
+            if image is big:
+                big_dice[looks] = dice(mask, truth)
+    assert big_dice[3] > 0.95 > 0.8 > big_dice[1]
