@@ -21,5 +21,4 @@ train() { name=$1; multiple=$2; shift 2
 train all-augmentations 2.5
 train no-photometric 2.5 --photometric '{"p_white_balance": 0, "p_exposure": 0, "p_gamma": 0, "p_blur": 0, "p_sharpen": 0, "p_jpeg": 0, "p_noise": 0, "p_vignette": 0}'
 train no-crop-jitter 2.5 --jitter-scale 1,1 --jitter-shift 0
-train plus-colour 2.5 --photometric '{"p_saturation": 0.5, "saturation": [0.3, 1.5], "p_grayscale": 0.1}'
 train multiple-1.75 1.75
