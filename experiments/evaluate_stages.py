@@ -2,7 +2,7 @@
 ablations in docs/RESULTS.md pair one locator with stage-2 variants (experiments/stage2-ablation.sh).
 
     .venv/bin/python experiments/evaluate_stages.py --stage1 runs/x/stage1.keras --stage2 runs/y/stage2/model.keras \
-        --data ../shared/data/drishti-gs1,runs/loro-r3/rim-one-r3 [--multiple 2.5] [--oracle]
+        --data ../shared/data/drishti-gs1,runs/loro-r3/rim-one-r3 [--multiple 1.75] [--oracle]
 
 --oracle cuts stage 2's crop around the EXPERT disc (what stage 2 does when stage 1 is right).
 Prints one JSON line per dataset: disc/cup Dice, RRP, flagged (as `fundus-seg evaluate --json`).
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--stage1", required=True)
     parser.add_argument("--stage2", required=True)
     parser.add_argument("--data", required=True, help="dataset folders, comma-separated (their test split)")
-    parser.add_argument("--multiple", type=float, default=2.5)
+    parser.add_argument("--multiple", type=float, default=1.75, help="the crop multiple stage 2 was trained with")
     parser.add_argument("--second-looks", type=int, default=1)
     parser.add_argument("--oracle", action="store_true")
     parser.add_argument("--label", default="", help="a name printed with each line")

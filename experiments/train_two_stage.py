@@ -162,7 +162,8 @@ def main() -> None:
     parser.add_argument("--zoom", type=lambda v: tuple(float(x) for x in v.split(",")), default=None,
                         help="stage 1: LOW,HIGH zoom range (default training_job.config.LOCATOR_AUGMENT's)")
     parser.add_argument("--zoom-on-disc", type=float, default=None, help="stage 1: share of zooms about the disc")
-    parser.add_argument("--multiple", type=float, default=2.5, help="stage 2: crop side / disc diameter")
+    parser.add_argument("--multiple", type=float, default=1.75,
+                        help="stage 2: crop side / disc diameter (version 2 was trained with 2.5)")
     parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")), default=(0.8, 1.25),
                         help="stage 2: LOW,HIGH factor of the located diameter's error")
     parser.add_argument("--second-looks", type=int, default=1, help="export: how many times serving may cut the crop again")

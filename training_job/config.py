@@ -88,7 +88,9 @@ class SegmentStageConfig:
     model: UNetConfig = field(default_factory=lambda: UNetConfig(depth=6, width=16, increment_ratio=1.4, input_size=128))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, steps_per_epoch=200, batch_size=16,
                                                                    learning_rate=1e-3, seed=0))
-    crop: DiscCropConfig = field(default_factory=DiscCropConfig)
+    crop: DiscCropConfig = field(default_factory=lambda: DiscCropConfig(multiple=1.75))
+    """1.75 disc diameters: better than 2.5 on every set, the cup most, with a camera left out (docs/RESULTS.md,
+    "What each stage-2 augmentation buys"); versions record theirs in the card."""
     jitter: CropJitter = field(default_factory=CropJitter)
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     second_looks: int = 1
