@@ -6,6 +6,8 @@ ablations in docs/RESULTS.md pair one locator with stage-2 variants (experiments
 
 --oracle cuts stage 2's crop around the EXPERT disc (what stage 2 does when stage 1 is right).
 Prints one JSON line per dataset: disc/cup Dice, RRP, flagged (as `fundus-seg evaluate --json`).
+--locations prints, instead, how far stage 1's location is from the expert disc: per dataset, how many test images
+it sizes below 0.7 or above 1.4 of the expert diameter or puts more than 0.3 diameters off (stage 2 is not run).
 """
 from __future__ import annotations
 
@@ -17,6 +19,29 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def locations(locate, folder: str, config) -> dict:
+    """Stage 1's location against the expert disc on every test image: counts of the ways it goes wrong."""
+    import math
+
+    from preprocessing.datasets import read_manifest
+    from preprocessing.decode import decode_image, decode_mask
+    from preprocessing.disc_crop import disc_center_and_diameter
+    from preprocessing.two_stage import locate_input, read_location
+
+    ratios, shifts = [], []
+    for record in (r for r in read_manifest(folder) if r.split == "test"):
+        stage1 = locate_input(decode_image(record.image.read_bytes()), config)
+        located = read_location(locate(stage1.input[None])[0], stage1.box, config.threshold)
+        x, y, diameter = disc_center_and_diameter(decode_mask(record.disc_mask.read_bytes()))
+        ratios.append(located.diameter / diameter)
+        shifts.append(math.hypot(located.center_x - x, located.center_y - y) / diameter)
+    oversized = sorted(r for r in ratios if r > 1.4)
+    return {"n": len(ratios), "undersized": sum(r < 0.7 for r in ratios), "oversized": len(oversized),
+            "oversized_ratio_range": [round(oversized[0], 2), round(oversized[-1], 2)] if oversized else None,
+            "off_centre": sum(s > 0.3 for s in shifts),
+            "median_ratio": round(sorted(ratios)[len(ratios) // 2], 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage1", required=True)
@@ -25,6 +50,7 @@ def main() -> None:
     parser.add_argument("--multiple", type=float, default=1.75, help="the crop multiple stage 2 was trained with")
     parser.add_argument("--second-looks", type=int, default=1)
     parser.add_argument("--oracle", action="store_true")
+    parser.add_argument("--locations", action="store_true", help="score stage 1's location only")
     parser.add_argument("--label", default="", help="a name printed with each line")
     args = parser.parse_args()
     from fundus_seg.quiet_tensorflow import load_tensorflow
@@ -34,14 +60,16 @@ def main() -> None:
 
     from preprocessing.disc_crop import DiscCropConfig
     from preprocessing.two_stage import TwoStageConfig
-    from training_job.evaluate import evaluate_two_stage
+    from training_job.evaluate import evaluate_two_stage, keras_predictor
 
     stage1 = keras.models.load_model(args.stage1, compile=False)
     stage2 = keras.models.load_model(args.stage2, compile=False)
-    locate = lambda batch: stage1(batch, training=False).numpy()  # noqa: E731
-    segment = lambda batch: stage2(batch, training=False).numpy()  # noqa: E731
+    locate, segment = keras_predictor(stage1), keras_predictor(stage2)
     config = TwoStageConfig(crop=DiscCropConfig(multiple=args.multiple), second_looks=args.second_looks)
     for folder in args.data.split(","):
+        if args.locations:
+            print(json.dumps({"label": args.label, "data": Path(folder).name, **locations(locate, folder, config)}))
+            continue
         scores = evaluate_two_stage(locate, segment, folder, "test", config, oracle=args.oracle)
         brief = {"label": args.label, "data": Path(folder).name, "oracle": args.oracle, "looks": args.second_looks, "n": scores["n"],
                  "disc": scores["dice_mean"], "disc_min": scores["dice_min"], "rrp": scores["rrp"],

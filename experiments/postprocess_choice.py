@@ -26,11 +26,10 @@ def main() -> None:
     import keras
 
     from preprocessing.two_stage import TwoStageConfig
-    from training_job.evaluate import evaluate_two_stage_images, score_images
+    from training_job.evaluate import evaluate_two_stage_images, keras_predictor, score_images
 
     stage1, stage2 = (keras.models.load_model(path, compile=False) for path in (args.stage1, args.stage2))
-    locate = lambda batch: stage1(batch, training=False).numpy()  # noqa: E731
-    segment = lambda batch: stage2(batch, training=False).numpy()  # noqa: E731
+    locate, segment = keras_predictor(stage1), keras_predictor(stage2)
     for convex in (True, False):
         for folder in args.data.split(","):
             scores = score_images(evaluate_two_stage_images(locate, segment, folder, "train",

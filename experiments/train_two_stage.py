@@ -47,16 +47,17 @@ class EpochLog:
 def stage2(args) -> None:
     import keras
 
-    from preprocessing.disc_crop import DiscCropConfig
-    from preprocessing.photometric import PhotometricConfig
-    from training_job.config import CropJitter, SegmentStageConfig, TrainConfig
+    from training_job.config import SegmentStageConfig, TrainConfig
     from training_job.crop_data import load_crops
     from training_job.segment_stage import train_segment_stage
 
+    defaults = SegmentStageConfig()  # what a flag left out keeps
+    jitter = {k: v for k, v in (("scale", args.jitter_scale), ("shift", args.jitter_shift)) if v is not None}
     config = SegmentStageConfig(train=TrainConfig(epochs=args.epochs or 30, steps_per_epoch=args.steps or 200,
                                                   batch_size=16, learning_rate=1e-3, seed=args.seed),
-                                crop=DiscCropConfig(multiple=args.multiple), jitter=CropJitter(scale=args.jitter_scale, shift=args.jitter_shift),
-                                photometric=dataclasses.replace(PhotometricConfig(), **json.loads(args.photometric)))
+                                crop=dataclasses.replace(defaults.crop, **({"multiple": args.multiple} if args.multiple else {})),
+                                jitter=dataclasses.replace(defaults.jitter, **jitter),
+                                photometric=dataclasses.replace(defaults.photometric, **json.loads(args.photometric)))
     out = Path(args.out) / "stage2"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
@@ -108,7 +109,7 @@ def export(args) -> None:
 
     from fundus_seg.model_card import ModelCard
     from fundus_seg.model_repository import KERAS_FILE, read_card
-    from training_job.evaluate import evaluate_two_stage
+    from training_job.evaluate import evaluate_two_stage, keras_predictor
     from training_job.export import publish
     from training_job.unet import flops_per_image, trainable_params
 
@@ -137,8 +138,7 @@ def export(args) -> None:
         "test_metrics": {},
     }
     card = ModelCard.from_dict(document)
-    locate = lambda batch: stage1(batch, training=False).numpy()  # noqa: E731
-    segment = lambda batch: stage2(batch, training=False).numpy()  # noqa: E731
+    locate, segment = keras_predictor(stage1), keras_predictor(stage2)
     for folder in args.data.split(","):
         started = time.perf_counter()
         scores = evaluate_two_stage(locate, segment, folder, "test", card.two_stage())
@@ -162,12 +162,12 @@ def main() -> None:
     parser.add_argument("--zoom", type=lambda v: tuple(float(x) for x in v.split(",")), default=None,
                         help="stage 1: LOW,HIGH zoom range (default training_job.config.LOCATOR_AUGMENT's)")
     parser.add_argument("--zoom-on-disc", type=float, default=None, help="stage 1: share of zooms about the disc")
-    parser.add_argument("--multiple", type=float, default=1.75,
-                        help="stage 2: crop side / disc diameter (version 2 was trained with 2.5)")
-    parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")), default=(0.8, 1.25),
-                        help="stage 2: LOW,HIGH factor of the located diameter's error")
+    parser.add_argument("--multiple", type=float, help="stage 2: crop side / disc diameter (default SegmentStageConfig's, "
+                        "1.75; version 2 was trained with 2.5)")
+    parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")),
+                        help="stage 2: LOW,HIGH factor of the located diameter's error (default CropJitter's)")
+    parser.add_argument("--jitter-shift", type=float, help="stage 2: centre error, in diameters (default CropJitter's)")
     parser.add_argument("--second-looks", type=int, default=1, help="export: how many times serving may cut the crop again")
-    parser.add_argument("--jitter-shift", type=float, default=0.25, help="stage 2: centre error, in diameters")
     parser.add_argument("--photometric", default="{}", help='stage 2: PhotometricConfig fields to change, as JSON '
                         '(e.g. \'{"p_saturation": 0.5}\')')
     args = parser.parse_args()

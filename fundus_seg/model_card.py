@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from preprocessing.disc_crop import DiscCropConfig
 from preprocessing.transform import PreprocessConfig
+from preprocessing.two_stage import check_second_looks
 
 if TYPE_CHECKING:
     from training_job.config import TrainConfig, UNetConfig
@@ -93,8 +94,10 @@ class SegmentCard:
         )
         if not 0.0 < card.cup_threshold < 1.0:
             raise ModelCardError(f"segment.cup_threshold must be in (0, 1), got {card.cup_threshold}")
-        if type(card.second_looks) is not int or not 0 <= card.second_looks <= 4:
-            raise ModelCardError(f"segment.second_looks must be an integer 0 to 4, got {card.second_looks!r}")
+        try:
+            check_second_looks(card.second_looks)
+        except ValueError as exc:
+            raise ModelCardError(f"segment.{exc}") from None
         return card
 
     def to_dict(self) -> dict:

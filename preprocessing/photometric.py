@@ -54,7 +54,11 @@ def photometric_augment(rgb: np.ndarray, rng: np.random.Generator, config: Photo
         image = image * rng.uniform(*config.channel_gain, size=3).astype(np.float32)
     if chance(config.p_exposure):
         image = uniform(config.contrast) * (image - 0.5) + 0.5 + uniform(config.brightness)
-    chroma = 0.0 if chance(config.p_grayscale) else uniform(config.saturation) if chance(config.p_saturation) else None
+    chroma = None  # the chroma scale about each pixel's grey: 0 is grey
+    if chance(config.p_grayscale):
+        chroma = 0.0
+    elif chance(config.p_saturation):
+        chroma = uniform(config.saturation)
     if chroma is not None:
         grey = image.mean(axis=2, keepdims=True)
         image = grey + chroma * (image - grey)

@@ -39,6 +39,14 @@ SegmentFn = Callable[[np.ndarray], np.ndarray]  # N x S x S x 3 -> N x S x S x 2
 SECOND_LOOK_SHIFT = 0.12  # diameters: a crop this far off-centre is cut again around what stage 2 saw
 SECOND_LOOK_SCALE = (0.85, 1.18)  # stage 2's diameter over the crop's: outside this, cut again
 NO_DISC_DIAMETER = 0.15  # of the field of view's width: where to look when stage 1 finds nothing
+MAX_SECOND_LOOKS = 4
+
+
+def check_second_looks(looks) -> int:
+    """`second_looks` as the card, the training config and the pipeline accept it: an integer 0 to 4."""
+    if type(looks) is not int or not 0 <= looks <= MAX_SECOND_LOOKS:
+        raise ValueError(f"second_looks must be an integer 0 to {MAX_SECOND_LOOKS}, got {looks!r}")
+    return looks
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,7 @@ class TwoStageConfig:
     mis-sized crops walk a crop that stage 1 sized around the cup out to the whole disc."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.second_looks <= 4:
-            raise ValueError(f"second_looks must be 0 to 4, got {self.second_looks}")
+        check_second_looks(self.second_looks)
 
 
 @dataclass(frozen=True)

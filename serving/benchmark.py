@@ -312,15 +312,14 @@ def in_process(version) -> InProcess:
 
         pending = list(range(len(looks)))
         for _ in range(config.second_looks):
-            cuts = list(each(look_again, pending))
-            pending = [i for i, c in zip(pending, cuts, strict=True) if c is not None]
+            cuts = dict(zip(pending, each(look_again, pending), strict=True))
+            pending = [i for i, cut in cuts.items() if cut is not None]
             if not pending:
                 break
-            crops = []
-            for i, (better, crop, square) in zip(pending, [c for c in cuts if c is not None], strict=True):
-                finals[i], squares[i], again[i] = better, square, True
-                crops.append(crop)
-            for i, probability in zip(pending, version.segment(np.stack(crops)), strict=True):
+            for i in pending:
+                finals[i], _, squares[i] = cuts[i]
+                again[i] = True
+            for i, probability in zip(pending, version.segment(np.stack([cuts[i][1] for i in pending])), strict=True):
                 probabilities[i] = probability
         return [(probabilities[i], squares[i], look[0], finals[i], again[i], look[1]) for i, look in enumerate(looks)]
 

@@ -19,6 +19,7 @@ from preprocessing.augment import AugmentConfig
 from preprocessing.disc_crop import DiscCropConfig
 from preprocessing.photometric import PhotometricConfig
 from preprocessing.transform import PreprocessConfig
+from preprocessing.two_stage import check_second_looks
 from serving.rollout import DEFAULT_TOLERANCE
 
 
@@ -97,8 +98,7 @@ class SegmentStageConfig:
     """Serving's pipeline setting, written to the card (`preprocessing.two_stage.TwoStageConfig.second_looks`)."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.second_looks <= 4:
-            raise ValueError(f"second_looks must be 0 to 4, got {self.second_looks}")
+        check_second_looks(self.second_looks)
         if self.model.input_size != self.crop.size:
             raise ValueError(f"stage 2's U-Net input ({self.model.input_size}) must be the crop size ({self.crop.size})")
 

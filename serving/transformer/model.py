@@ -443,8 +443,8 @@ class FundusTransformer(Model):
             if not pending:
                 break
             probability = await self._segment(work, pending, pinned)
-        for index in range(len(work.images)):
-            work.drop_rgb(index)  # every crop is cut
+        for index in pending:
+            work.drop_rgb(index)  # looks used up: its last crop is cut
 
     async def _segment(self, work: Work, indices, pinned: str | None) -> np.ndarray:
         indices = list(indices)
