@@ -57,7 +57,9 @@ def stage2(args) -> None:
                                                   batch_size=16, learning_rate=1e-3, seed=args.seed),
                                 crop=dataclasses.replace(defaults.crop, **({"multiple": args.multiple} if args.multiple else {})),
                                 jitter=dataclasses.replace(defaults.jitter, **jitter),
-                                photometric=dataclasses.replace(defaults.photometric, **json.loads(args.photometric)))
+                                photometric=dataclasses.replace(defaults.photometric, **json.loads(args.photometric)),
+                                field_of_view=dataclasses.replace(defaults.field_of_view, **(
+                                    {"p": args.field_of_view} if args.field_of_view is not None else {})))
     out = Path(args.out) / "stage2"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
@@ -167,6 +169,8 @@ def main() -> None:
     parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")),
                         help="stage 2: LOW,HIGH factor of the located diameter's error (default CropJitter's)")
     parser.add_argument("--jitter-shift", type=float, help="stage 2: centre error, in diameters (default CropJitter's)")
+    parser.add_argument("--field-of-view", type=float, help="stage 2: share of crops cut to a tight square around the "
+                        "disc, as an instrument that photographs only the nerve head delivers them (default FieldOfView's)")
     parser.add_argument("--second-looks", type=int, default=1, help="export: how many times serving may cut the crop again")
     parser.add_argument("--photometric", default="{}", help='stage 2: PhotometricConfig fields to change, as JSON '
                         '(e.g. \'{"p_saturation": 0.5}\')')

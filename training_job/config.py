@@ -83,6 +83,23 @@ class CropJitter:
 
 
 @dataclass(frozen=True)
+class FieldOfView:
+    """Some instruments deliver only a tight square around the nerve head (a RIM-ONE DL image is ~1.15 disc diameters
+    across), so stage 2's crop is black beyond it; a model trained on whole photos has never seen that edge. With
+    probability `p` a training crop keeps only such a square around the expert disc, side drawn in `side`."""
+
+    p: float = 0.0
+    side: tuple[float, float] = (1.05, 2.0)
+    """Side of the visible square, in disc diameters, log-uniform."""
+    offset: float = 0.1
+    """Its centre's offset from the disc's, in disc diameters, uniform in each axis."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p <= 1.0 or not 0.5 <= self.side[0] <= self.side[1]:
+            raise ValueError(f"invalid field of view augmentation: {self}")
+
+
+@dataclass(frozen=True)
 class SegmentStageConfig:
     """Stage 2 of the two-stage model: disc and cup on a crop around the located disc (same U-Net builder)."""
 
@@ -94,6 +111,7 @@ class SegmentStageConfig:
     "What each stage-2 augmentation buys"); versions record theirs in the card."""
     jitter: CropJitter = field(default_factory=CropJitter)
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
+    field_of_view: FieldOfView = field(default_factory=FieldOfView)
     second_looks: int = 1
     """Serving's pipeline setting, written to the card (`preprocessing.two_stage.TwoStageConfig.second_looks`)."""
 
@@ -200,7 +218,8 @@ def _build(cls, values: dict[str, Any], where: str):
     nested = {RunConfig: {"model": UNetConfig, "train": TrainConfig, "preprocess": PreprocessConfig,
                           "augment": AugmentConfig, "segment": SegmentStageConfig},
               SegmentStageConfig: {"model": UNetConfig, "train": TrainConfig, "crop": DiscCropConfig,
-                                   "jitter": CropJitter, "photometric": PhotometricConfig}}.get(cls, {})
+                                   "jitter": CropJitter, "photometric": PhotometricConfig,
+                                   "field_of_view": FieldOfView}}.get(cls, {})
     for name, value in values.items():
         if name in nested:
             if name == "segment" and value is None:

@@ -24,7 +24,7 @@ from preprocessing.disc_crop import DiscCropConfig, SquareBox, crop_resized, dis
 from preprocessing.errors import DatasetError
 from preprocessing.photometric import PhotometricConfig, photometric_augment
 from preprocessing.transform import PreprocessConfig, equalise
-from training_job.config import CropJitter
+from training_job.config import CropJitter, FieldOfView
 
 CONTEXT = 1.75
 """Each stored crop is this much larger than the model's view, so shifts, zoom-outs and rotations stay on real pixels."""
@@ -87,17 +87,33 @@ def jitter_matrix(rng: np.random.Generator, context: int, size: int, crop: DiscC
     return np.hstack([linear, offset[:, None]])
 
 
+def keep_field_of_view(image: np.ndarray, rng: np.random.Generator, crop: DiscCropConfig, field: FieldOfView) -> np.ndarray:
+    """A context crop (centred on the expert disc) with everything outside a random square around the disc black, as
+    an instrument that photographs only the nerve head delivers it; the masks are untouched (the disc stays inside)."""
+    if not (field.p > 0 and rng.random() < field.p):
+        return image
+    context = image.shape[0]
+    diameter = context / (crop.multiple * CONTEXT)
+    half = diameter * math.exp(rng.uniform(math.log(field.side[0]), math.log(field.side[1]))) / 2
+    cx, cy = context / 2 + rng.uniform(-field.offset, field.offset, size=2) * diameter
+    x0, x1 = max(0, int(round(cx - half))), min(context, int(round(cx + half)))
+    y0, y1 = max(0, int(round(cy - half))), min(context, int(round(cy + half)))
+    kept = np.zeros_like(image)
+    kept[y0:y1, x0:x1] = image[y0:y1, x0:x1]
+    return kept
+
+
 class CropSampler:
     """Draws augmented (input, target) pairs; thread-safe per instance only if used from one thread."""
 
     def __init__(self, datasets: list[CropSamples], crop: DiscCropConfig, preprocess: PreprocessConfig,
                  jitter: CropJitter = CropJitter(), photometric: PhotometricConfig = PhotometricConfig(), seed: int = 0,
-                 replay: list[CropSamples] = (), replay_fraction: float = 0.0):
+                 replay: list[CropSamples] = (), replay_fraction: float = 0.0, field_of_view: FieldOfView = FieldOfView()):
         """`replay` (incremental runs): earlier datasets, drawn for `replay_fraction` of the samples."""
         if not datasets or not all(len(d) for d in datasets):
             raise DatasetError("no training data")
         self.datasets, self.crop, self.preprocess = datasets, crop, preprocess
-        self.jitter, self.photometric = jitter, photometric
+        self.jitter, self.photometric, self.field_of_view = jitter, photometric, field_of_view
         self.replay = [d for d in replay if len(d)]
         self.replay_fraction = replay_fraction if self.replay else 0.0
         self.rng = np.random.default_rng(seed)
@@ -110,7 +126,8 @@ class CropSampler:
         matrix = jitter_matrix(self.rng, context, size, self.crop, self.jitter)
         warp = lambda a: cv2.warpAffine(a, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,  # noqa: E731
                                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        image = photometric_augment(warp(data.images[index]), self.rng, self.photometric)
+        image = keep_field_of_view(data.images[index], self.rng, self.crop, self.field_of_view)
+        image = photometric_augment(warp(image), self.rng, self.photometric)
         return equalise(image, self.preprocess), warp(data.masks[index]), float(data.has_cup[index])
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -53,7 +53,7 @@ def train_segment_stage(
     def sampler(worker: int) -> CropSampler:
         return CropSampler(datasets, config.crop, preprocess, config.jitter, config.photometric,
                            seed=config.train.seed * 1000 + initial_epoch * 10 + worker,
-                           replay=replay, replay_fraction=replay_fraction)
+                           replay=replay, replay_fraction=replay_fraction, field_of_view=config.field_of_view)
 
     all_callbacks = list(callbacks)
     if progress:

@@ -1,0 +1,90 @@
+"""Stage 2's training crops, on real DRISHTI-GS1 photos: the disc at the configured scale, the jitter stage 1's
+errors produce, and the tight field of view of a camera that photographs only the nerve head."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from preprocessing.disc_crop import DiscCropConfig, disc_center_and_diameter
+from preprocessing.photometric import PhotometricConfig
+from preprocessing.transform import PreprocessConfig
+from tests.helpers import DRISHTI
+from training_job.config import CropJitter, FieldOfView, SegmentStageConfig, run_config_from_dict
+from training_job.crop_data import CONTEXT, CropSampler, keep_field_of_view, load_crops
+
+CROP = DiscCropConfig(multiple=1.75)
+
+
+@pytest.fixture(scope="module")
+def drishti():
+    return load_crops(DRISHTI, "train", CROP)
+
+
+def test_stored_crops_hold_the_expert_disc_at_the_context_scale(drishti):
+    assert len(drishti) == 50 and drishti.images.dtype == np.uint8 and drishti.has_cup.all()
+    context = drishti.images.shape[1]
+    for masks in drishti.masks[:10]:
+        cx, cy, diameter = disc_center_and_diameter(masks[..., 0])
+        assert (cx, cy) == pytest.approx((context / 2, context / 2), abs=2)
+        assert diameter == pytest.approx(context / (CROP.multiple * CONTEXT), rel=0.03)
+        assert (masks[..., 1] <= masks[..., 0]).all()  # the cup inside the disc
+
+
+def test_unjittered_samples_show_the_disc_size_over_multiple_across(drishti):
+    sampler = CropSampler([drishti], CROP, PreprocessConfig(), CropJitter(scale=(1, 1), shift=0, rotation_deg=0),
+                          PhotometricConfig.off(), seed=0)
+    inputs, targets = sampler.batch(8)
+    assert inputs.shape == (8, 128, 128, 3) and targets.shape == (8, 128, 128, 3)
+    assert 0.0 <= inputs.min() and inputs.max() <= 1.0 and (targets[..., 2] == 1).all()  # cup annotated
+    for target in targets:
+        cx, cy, diameter = disc_center_and_diameter(target[..., 0])
+        assert diameter == pytest.approx(128 / CROP.multiple, rel=0.03) and (cx, cy) == pytest.approx((64, 64), abs=2)
+
+
+def test_jitter_moves_and_resizes_the_disc_within_its_ranges(drishti):
+    jitter = CropJitter(scale=(0.8, 1.25), shift=0.25, rotation_deg=15)
+    sampler = CropSampler([drishti], CROP, PreprocessConfig(), jitter, PhotometricConfig.off(), seed=1)
+    _, targets = sampler.batch(32)
+    found = [disc_center_and_diameter(t[..., 0]) for t in targets]
+    sizes = np.array([d / (128 / CROP.multiple) for _, _, d in found])
+    shifts = np.array([max(abs(x - 64), abs(y - 64)) / (128 / CROP.multiple) for x, y, _ in found])
+    assert sizes.min() > 0.75 and sizes.max() < 1.3 and sizes.std() > 0.05  # the located diameter's error, inverted
+    assert shifts.max() < 0.3 and shifts.mean() > 0.05
+
+
+def test_field_of_view_blacks_out_all_but_a_square_around_the_disc(drishti):
+    field = FieldOfView(p=1.0, side=(1.2, 1.2), offset=0.0)
+    image = drishti.images[0]
+    kept = keep_field_of_view(image, np.random.default_rng(0), CROP, field)
+    visible = kept.any(axis=2)
+    rows, cols = np.nonzero(visible)
+    diameter = image.shape[0] / (CROP.multiple * CONTEXT)
+    assert rows.max() - rows.min() + 1 == pytest.approx(1.2 * diameter, abs=2)
+    assert cols.max() - cols.min() + 1 == pytest.approx(1.2 * diameter, abs=2)
+    assert np.array_equal(kept[visible], image[visible])  # what it keeps is untouched
+    disc = drishti.masks[0][..., 0] > 0.5
+    assert visible[disc].mean() > 0.97  # the disc stays in view; only its surroundings go
+    assert visible.mean() < 0.2
+
+
+def test_field_of_view_is_drawn_with_its_probability(drishti):
+    image = drishti.images[1]
+    rng = np.random.default_rng(0)
+    assert keep_field_of_view(image, rng, CROP, FieldOfView(p=0.0)) is image
+    cut = [not np.array_equal(keep_field_of_view(image, rng, CROP, FieldOfView(p=0.5)), image) for _ in range(200)]
+    assert 0.35 < np.mean(cut) < 0.65
+    sides = []
+    for _ in range(50):
+        visible = keep_field_of_view(image, rng, CROP, FieldOfView(p=1.0, side=(1.05, 2.0))).any(axis=2)
+        sides.append(math.sqrt(visible.sum()) / (image.shape[0] / (CROP.multiple * CONTEXT)))
+    assert 1.0 < min(sides) and max(sides) < 2.05 and np.std(sides) > 0.1
+
+
+def test_field_of_view_is_part_of_the_stage_two_config():
+    run = run_config_from_dict({"segment": {"field_of_view": {"p": 0.5, "side": [1.1, 1.8]}}})
+    assert run.segment.field_of_view == FieldOfView(p=0.5, side=(1.1, 1.8))
+    assert SegmentStageConfig().field_of_view.p == 0.0  # off unless the measurements say otherwise
+    with pytest.raises(ValueError):
+        FieldOfView(p=1.5)
