@@ -58,8 +58,8 @@ def stage2(args) -> None:
                                 crop=dataclasses.replace(defaults.crop, **({"multiple": args.multiple} if args.multiple else {})),
                                 jitter=dataclasses.replace(defaults.jitter, **jitter),
                                 photometric=dataclasses.replace(defaults.photometric, **json.loads(args.photometric)),
-                                field_of_view=dataclasses.replace(defaults.field_of_view, **(
-                                    {"p": args.field_of_view} if args.field_of_view is not None else {})))
+                                field_of_view=dataclasses.replace(defaults.field_of_view, **{
+                                    k: v for k, v in (("p", args.field_of_view), ("p_mirror", args.mirror)) if v is not None}))
     out = Path(args.out) / "stage2"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
@@ -171,6 +171,8 @@ def main() -> None:
     parser.add_argument("--jitter-shift", type=float, help="stage 2: centre error, in diameters (default CropJitter's)")
     parser.add_argument("--field-of-view", type=float, help="stage 2: share of crops cut to a tight square around the "
                         "disc, as an instrument that photographs only the nerve head delivers them (default FieldOfView's)")
+    parser.add_argument("--mirror", type=float, help="stage 2: share of crops mirrored, not black, beyond the photo's "
+                        "edges (default FieldOfView's)")
     parser.add_argument("--second-looks", type=int, default=1, help="export: how many times serving may cut the crop again")
     parser.add_argument("--photometric", default="{}", help='stage 2: PhotometricConfig fields to change, as JSON '
                         '(e.g. \'{"p_saturation": 0.5}\')')

@@ -93,9 +93,12 @@ class FieldOfView:
     """Side of the visible square, in disc diameters, log-uniform."""
     offset: float = 0.1
     """Its centre's offset from the disc's, in disc diameters, uniform in each axis."""
+    p_mirror: float = 0.0
+    """The converse, for a model trained on such tight crops: this share of crops shows the photo mirrored beyond its
+    edges instead of black, so "the disc is what the photo shows" stops being a cue that a whole photo breaks."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.p <= 1.0 or not 0.5 <= self.side[0] <= self.side[1]:
+        if not 0.0 <= self.p <= 1.0 or not 0.0 <= self.p_mirror <= 1.0 or not 0.5 <= self.side[0] <= self.side[1]:
             raise ValueError(f"invalid field of view augmentation: {self}")
 
 

@@ -35,7 +35,8 @@ class CropSamples:
     """One dataset split's crops around the expert disc, at CONTEXT x the model's view."""
 
     name: str
-    images: np.ndarray  # N x C x C x 3 uint8
+    images: np.ndarray  # N x C x C x 3 uint8, black beyond the photo's edges (as serving cuts them)
+    mirrored: np.ndarray  # the same crops with the photo mirrored beyond its edges (FieldOfView.p_mirror)
     masks: np.ndarray  # N x C x C x 2 float32: disc, cup (cup inside disc; 0 where unannotated)
     has_cup: np.ndarray  # N bool
     records: list[Record]
@@ -48,7 +49,19 @@ def context_size(crop: DiscCropConfig) -> int:
     return int(math.ceil(crop.size * CONTEXT / 2)) * 2
 
 
-def _load(record: Record, crop: DiscCropConfig) -> tuple[np.ndarray, np.ndarray, bool]:
+def mirrored_square(image: np.ndarray, box: SquareBox, size: int) -> np.ndarray:
+    """The square resized to size x size with the photo mirrored, not black, beyond its edges (area-averaged first,
+    so a photo shrunk 10x does not alias)."""
+    scale = size / box.side
+    height, width = image.shape[:2]
+    small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    sx, sy = small.shape[1] / width, small.shape[0] / height
+    matrix = np.array([[1.0, 0.0, box.x0 * sx], [0.0, 1.0, box.y0 * sy]])
+    return cv2.warpAffine(small, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _load(record: Record, crop: DiscCropConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     image = decode_image(record.image.read_bytes())
     disc = decode_mask(record.disc_mask.read_bytes())
     cup = decode_mask(record.cup_mask.read_bytes()) & disc if record.cup_mask is not None else np.zeros_like(disc)
@@ -59,7 +72,10 @@ def _load(record: Record, crop: DiscCropConfig) -> tuple[np.ndarray, np.ndarray,
     size = context_size(crop)
     box = SquareBox.around(disc.shape[0], disc.shape[1], cx, cy, diameter * crop.multiple * CONTEXT)
     masks = np.stack([disc, cup], axis=-1).astype(np.float32)
-    return crop_resized(image, box, size), crop_resized(masks, box, size), record.cup_mask is not None
+    inside = box.inside == (box.x0, box.y0, box.x0 + box.side, box.y0 + box.side)
+    black = crop_resized(image, box, size)
+    return (black, black if inside else mirrored_square(image, box, size), crop_resized(masks, box, size),
+            record.cup_mask is not None)
 
 
 def load_crops(folder: str | Path, split: str | None, crop: DiscCropConfig = DiscCropConfig()) -> CropSamples:
@@ -69,8 +85,8 @@ def load_crops(folder: str | Path, split: str | None, crop: DiscCropConfig = Dis
         raise DatasetError(f"{folder}: no rows with split {split!r}")
     with ThreadPoolExecutor(max_workers=4) as pool:
         loaded = list(pool.map(lambda r: _load(r, crop), records))
-    return CropSamples(folder.name, np.stack([x[0] for x in loaded]), np.stack([x[1] for x in loaded]),
-                       np.array([x[2] for x in loaded]), records)
+    return CropSamples(folder.name, *(np.stack([x[i] for x in loaded]) for i in range(3)),
+                       np.array([x[3] for x in loaded]), records)
 
 
 def jitter_matrix(rng: np.random.Generator, context: int, size: int, crop: DiscCropConfig, jitter: CropJitter) -> np.ndarray:
@@ -126,7 +142,9 @@ class CropSampler:
         matrix = jitter_matrix(self.rng, context, size, self.crop, self.jitter)
         warp = lambda a: cv2.warpAffine(a, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,  # noqa: E731
                                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        image = keep_field_of_view(data.images[index], self.rng, self.crop, self.field_of_view)
+        field = self.field_of_view
+        mirror = field.p_mirror > 0 and self.rng.random() < field.p_mirror
+        image = keep_field_of_view((data.mirrored if mirror else data.images)[index], self.rng, self.crop, field)
         image = photometric_augment(warp(image), self.rng, self.photometric)
         return equalise(image, self.preprocess), warp(data.masks[index]), float(data.has_cup[index])
 

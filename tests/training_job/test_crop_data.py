@@ -10,7 +10,7 @@ import pytest
 from preprocessing.disc_crop import DiscCropConfig, disc_center_and_diameter
 from preprocessing.photometric import PhotometricConfig
 from preprocessing.transform import PreprocessConfig
-from tests.helpers import DRISHTI
+from tests.helpers import DRISHTI, RIM_ONE
 from training_job.config import CropJitter, FieldOfView, SegmentStageConfig, run_config_from_dict
 from training_job.crop_data import CONTEXT, CropSampler, keep_field_of_view, load_crops
 
@@ -88,3 +88,25 @@ def test_field_of_view_is_part_of_the_stage_two_config():
     assert SegmentStageConfig().field_of_view.p == 0.0  # off unless the measurements say otherwise
     with pytest.raises(ValueError):
         FieldOfView(p=1.5)
+
+
+def test_mirrored_crops_match_the_black_ones_inside_the_photo_and_fill_the_rest():
+    rim = load_crops(RIM_ONE, "test", CROP)
+    visible = rim.images.any(axis=3)
+    assert visible.mean() < 0.5  # a RIM-ONE DL photo is barely larger than its disc: most of the context is black
+    difference = np.abs(rim.images.astype(int) - rim.mirrored.astype(int)).max(axis=3)
+    assert np.median(difference[visible]) <= 2  # the same pixels where the photo is
+    assert rim.mirrored.any(axis=3).mean() > 0.99  # and a photo everywhere else
+    drishti = load_crops(DRISHTI, "test", CROP)
+    same = (drishti.images == drishti.mirrored).all(axis=(1, 2, 3))
+    assert same.mean() > 0.8  # a whole photo needs no mirroring, unless its disc is near the edge
+
+
+def test_the_sampler_mirrors_with_its_probability():
+    rim = load_crops(RIM_ONE, "test", CROP)
+    still = CropJitter(scale=(1, 1), shift=0, rotation_deg=0, horizontal_flip=False)
+    black = CropSampler([rim], CROP, PreprocessConfig(), still, PhotometricConfig.off(), seed=0)
+    mirrored = CropSampler([rim], CROP, PreprocessConfig(), still, PhotometricConfig.off(), seed=0,
+                           field_of_view=FieldOfView(p_mirror=1.0))
+    dark = lambda sampler: np.mean([(sampler.sample()[0].max(axis=2) < 0.02).mean() for _ in range(20)])  # noqa: E731
+    assert dark(black) > 0.2 and dark(mirrored) < 0.01
