@@ -85,7 +85,7 @@ def test_field_of_view_is_drawn_with_its_probability(drishti):
 def test_field_of_view_is_part_of_the_stage_two_config():
     run = run_config_from_dict({"segment": {"field_of_view": {"p": 0.5, "side": [1.1, 1.8]}}})
     assert run.segment.field_of_view == FieldOfView(p=0.5, side=(1.1, 1.8))
-    assert SegmentStageConfig().field_of_view.p == 0.0  # off unless the measurements say otherwise
+    assert SegmentStageConfig().field_of_view == FieldOfView(p=0.5, p_mirror=0.5)  # what the measurements chose
     with pytest.raises(ValueError):
         FieldOfView(p=1.5)
 
