@@ -27,6 +27,10 @@ class AugmentConfig:
     a camera that photographs the disc region only."""
     horizontal_flip: bool = True
     vertical_flip: bool = False
+    extend_edges: float = 0.0
+    """Share of samples whose view beyond the photo's edges (a zoom-out, a shift) shows the photo mirrored instead
+    of black (the mask stays black there): trained on a camera whose photo is barely larger than its disc, a locator
+    otherwise learns "the disc is most of what the photo shows" and marks a whole fundus photo as disc."""
 
 
 def static_augment(images: np.ndarray, masks: np.ndarray, config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -84,13 +88,17 @@ def dynamic_augment(images, masks, config: AugmentConfig):
         cy = tf.reduce_sum(weight * coords[None, :, None], axis=[1, 2]) / tf.maximum(total, 1e-6)
         middle = tf.fill(tf.shape(total), (size - 1) / 2.0)
         disc_centers = tf.stack([tf.where(total > 0, cx, middle), tf.where(total > 0, cy, middle)], axis=1)
-    warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=stacked,
-        transforms=random_transforms(tf.shape(images)[0], size, config, disc_centers),
-        output_shape=tf.shape(images)[1:3],
-        fill_value=0.0,
-        interpolation="BILINEAR",
-        fill_mode="CONSTANT",
-    )
+    transforms = random_transforms(tf.shape(images)[0], size, config, disc_centers)
+
+    def warp(tensor, fill_mode: str):
+        return tf.raw_ops.ImageProjectiveTransformV3(images=tensor, transforms=transforms, output_shape=tf.shape(images)[1:3],
+                                                     fill_value=0.0, interpolation="BILINEAR", fill_mode=fill_mode)
+
+    warped = warp(stacked, "CONSTANT")
     channels = images.shape[-1]
-    return warped[..., :channels], warped[..., channels:]
+    warped_images, warped_masks = warped[..., :channels], warped[..., channels:]
+    if config.extend_edges > 0:
+        extended = warp(images, "NEAREST")
+        chosen = tf.random.uniform([tf.shape(images)[0], 1, 1, 1]) < config.extend_edges
+        warped_images = tf.where(chosen, extended, warped_images)
+    return warped_images, warped_masks

@@ -52,3 +52,24 @@ def test_zoom_on_disc_keeps_an_off_centre_disc_in_view_at_a_strong_zoom_in():
     assert all(float((mask[..., 0] >= 0.5).sum()) < 0.6 * 9.0 * area for mask in about_centre.numpy())
     for mask in about_disc.numpy():
         assert 0.9 * 9.0 * area < float((mask[..., 0] >= 0.5).sum()) < 1.1 * 9.0 * area
+
+
+def test_extend_edges_fills_a_zoom_out_with_the_photo_s_edge_colours_and_leaves_the_mask_black_there():
+    """A zoom-out of a photo that is all disc region leaves a black frame: with `extend_edges` the frame shows the
+    photo's edge colours instead (no black edge for a locator to take for the disc's), the mask is unchanged."""
+    tf.random.set_seed(3)
+    x, m = _pair()
+    images = tf.constant(np.repeat(x[None], 32, axis=0))
+    masks = tf.constant(np.repeat(m[None], 32, axis=0))
+    common = dict(rotation_deg=0.0, shift_fraction=0.0, zoom_range=(0.5, 0.5), horizontal_flip=False)
+    black_x, black_m = dynamic_augment(images, masks, AugmentConfig(**common))
+    half_x, half_m = dynamic_augment(images, masks, AugmentConfig(**common, extend_edges=0.5))
+    frame = np.ones((128, 128), bool)
+    frame[30:98, 30:98] = False  # what lies outside the shrunken photo (63.5 +- 32 pixels)
+    assert black_x.numpy()[:, frame].max() == 0
+    extended = half_x.numpy()[:, frame].max(axis=(1, 2)) > 0
+    assert 0.2 < extended.mean() < 0.8  # about half the samples
+    assert np.array_equal(half_m.numpy(), black_m.numpy())  # the mask never sees the extension
+    inner = np.zeros((128, 128), bool)
+    inner[34:94, 34:94] = True
+    assert np.allclose(half_x.numpy()[:, inner], black_x.numpy()[:, inner], atol=1e-5)  # the photo itself unchanged
