@@ -73,8 +73,8 @@ def stage2(args) -> None:
 
 
 def locator_zoom(args) -> dict:
-    """--zoom / --zoom-on-disc over LOCATOR_AUGMENT's (bundled version 2's stage 1: --zoom 0.4,2.2 --zoom-on-disc 0)."""
-    changed = {"zoom_range": args.zoom, "zoom_on_disc": args.zoom_on_disc}
+    """--zoom / --zoom-on-disc / --extend-edges over LOCATOR_AUGMENT's (bundled version 2's stage 1: --zoom 0.4,2.2 --zoom-on-disc 0)."""
+    changed = {"zoom_range": args.zoom, "zoom_on_disc": args.zoom_on_disc, "extend_edges": args.extend_edges}
     return {k: v for k, v in changed.items() if v is not None}
 
 
@@ -164,6 +164,8 @@ def main() -> None:
     parser.add_argument("--zoom", type=lambda v: tuple(float(x) for x in v.split(",")), default=None,
                         help="stage 1: LOW,HIGH zoom range (default training_job.config.LOCATOR_AUGMENT's)")
     parser.add_argument("--zoom-on-disc", type=float, default=None, help="stage 1: share of zooms about the disc")
+    parser.add_argument("--extend-edges", type=float, default=None, help="stage 1: share of views with the photo's edge "
+                        "colours beyond its edges instead of black")
     parser.add_argument("--multiple", type=float, help="stage 2: crop side / disc diameter (default SegmentStageConfig's, "
                         "1.75; version 2 was trained with 2.5)")
     parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")),
