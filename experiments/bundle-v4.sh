@@ -2,7 +2,7 @@
 # Version 4: both stages retrained with the field-of-view augmentations (docs/RESULTS.md, "The photo's edge is not
 # the disc's"). Stage 1: the bundled single-stage model (version 1) fine-tuned with LOCATOR_AUGMENT (zoom 0.33-4,
 # half about the disc, half the views with extended edges), 4 x 50 x 32 = 6,400 images, as version 2's; stage 2:
-# disc + cup from scratch on crops of 1.75 disc diameters with FieldOfView(p=0.5, p_mirror=0.5), 8 x 200 x 16 =
+# disc + cup from scratch on crops of 1.75 disc diameters with FieldOfViewAugment(p=0.5, p_mirror=0.5), 8 x 200 x 16 =
 # 25,600 crops, as version 3's. Each is resumable (rerun the command); the export scores both test splits once.
 set -e
 export TF_CPP_MIN_LOG_LEVEL=2

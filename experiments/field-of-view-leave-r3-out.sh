@@ -1,5 +1,5 @@
 # Run from the repository root, after `bash experiments/two-stage-leave-one-release-out.sh r3` (with the defaults
-# of this commit: FieldOfView(p=0.5, p_mirror=0.5) for stage 2, extend_edges 0.5 for stage 1):
+# of this commit: FieldOfViewAugment(p=0.5, p_mirror=0.5) for stage 2, extend_edges 0.5 for stage 1):
 #     bash experiments/field-of-view-leave-r3-out.sh
 # Do the field-of-view augmentations, which let a model trained on ONE instrument transfer, cost a model trained
 # on two (drishti-gs1 + RIM-ONE r1, r2) anything on a third camera (r3)? Each stage apart, at Table 2's budget:
@@ -30,6 +30,6 @@ for fov in 0 0.5; do
   for locator in $OUT/no-extend/optic-disc/1 ""; do
     .venv/bin/python experiments/evaluate_stages.py --stage1 ${locator:-$OUT/no-extend/optic-disc/1}/model.keras \
         --stage2 $OUT/stage2-fov$fov/stage2/model.keras --data $L/rim-one-r3,$L/rim-one-r1r2,../shared/data/drishti-gs1 \
-        --label "stage2-fov$fov${locator:+ located}" ${locator:---oracle} 2>/dev/null | tee -a $OUT/scores.jsonl
+        --label "stage2-fov$fov${locator:+ located}" $([ -n "$locator" ] || echo --oracle) 2>/dev/null | tee -a $OUT/scores.jsonl
   done
 done

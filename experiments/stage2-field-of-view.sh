@@ -2,9 +2,9 @@
 # Stage 2 trained on one instrument, scored from the expert disc (--oracle, so stage 1 plays no part) on the
 # other: does the edge of the photo stop passing for the edge of the disc?
 #  - drishti-gs1 (whole photos) -> rim-one-dl (photos barely larger than the disc): a share of training crops cut
-#    to a tight square around the disc (FieldOfView.p, --field-of-view);
+#    to a tight square around the disc (FieldOfViewAugment.p, --field-of-view);
 #  - rim-one-dl -> drishti-gs1: a share of training crops with the photo mirrored beyond its edges instead of black
-#    (FieldOfView.p_mirror, --mirror).
+#    (FieldOfViewAugment.p_mirror, --mirror).
 # Stage 2 at Table 2's budget (6 x 50 x 16 crops). Outputs: runs/fov/ (not committed), one JSON line per
 # (variant, dataset) in runs/fov/scores.jsonl; docs/RESULTS.md, "The photo's edge is not the disc's".
 set -e

@@ -172,9 +172,9 @@ def main() -> None:
                         help="stage 2: LOW,HIGH factor of the located diameter's error (default CropJitter's)")
     parser.add_argument("--jitter-shift", type=float, help="stage 2: centre error, in diameters (default CropJitter's)")
     parser.add_argument("--field-of-view", type=float, help="stage 2: share of crops cut to a tight square around the "
-                        "disc, as an instrument that photographs only the nerve head delivers them (default FieldOfView's)")
+                        "disc, as an instrument that photographs only the nerve head delivers them (default FieldOfViewAugment's)")
     parser.add_argument("--mirror", type=float, help="stage 2: share of crops mirrored, not black, beyond the photo's "
-                        "edges (default FieldOfView's)")
+                        "edges (default FieldOfViewAugment's)")
     parser.add_argument("--second-looks", type=int, default=1, help="export: how many times serving may cut the crop again")
     parser.add_argument("--photometric", default="{}", help='stage 2: PhotometricConfig fields to change, as JSON '
                         '(e.g. \'{"p_saturation": 0.5}\')')

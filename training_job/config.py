@@ -83,7 +83,7 @@ class CropJitter:
 
 
 @dataclass(frozen=True)
-class FieldOfView:
+class FieldOfViewAugment:
     """Some instruments deliver only a tight square around the nerve head (a RIM-ONE DL image is ~1.15 disc diameters
     across), so stage 2's crop is black beyond it; a model trained on whole photos has never seen that edge. With
     probability `p` a training crop keeps only such a square around the expert disc, side drawn in `side`."""
@@ -114,7 +114,7 @@ class SegmentStageConfig:
     "What each stage-2 augmentation buys"); versions record theirs in the card."""
     jitter: CropJitter = field(default_factory=CropJitter)
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
-    field_of_view: FieldOfView = field(default_factory=lambda: FieldOfView(p=0.5, p_mirror=0.5))
+    field_of_view: FieldOfViewAugment = field(default_factory=lambda: FieldOfViewAugment(p=0.5, p_mirror=0.5))
     """Trained on one instrument, stage 2 took the photo's edge for the disc's; half the crops cut tight and half
     mirrored raised the expert-crop Dice across instruments 0.617 -> 0.893 and 0.478 -> 0.935 (docs/RESULTS.md,
     "The photo's edge is not the disc's")."""
@@ -227,7 +227,7 @@ def _build(cls, values: dict[str, Any], where: str):
                           "augment": AugmentConfig, "segment": SegmentStageConfig},
               SegmentStageConfig: {"model": UNetConfig, "train": TrainConfig, "crop": DiscCropConfig,
                                    "jitter": CropJitter, "photometric": PhotometricConfig,
-                                   "field_of_view": FieldOfView}}.get(cls, {})
+                                   "field_of_view": FieldOfViewAugment}}.get(cls, {})
     for name, value in values.items():
         if name in nested:
             if name == "segment" and value is None:

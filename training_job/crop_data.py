@@ -24,7 +24,7 @@ from preprocessing.disc_crop import DiscCropConfig, SquareBox, crop_resized, dis
 from preprocessing.errors import DatasetError
 from preprocessing.photometric import PhotometricConfig, photometric_augment
 from preprocessing.transform import PreprocessConfig, equalise
-from training_job.config import CropJitter, FieldOfView
+from training_job.config import CropJitter, FieldOfViewAugment
 
 CONTEXT = 1.75
 """Each stored crop is this much larger than the model's view, so shifts, zoom-outs and rotations stay on real pixels."""
@@ -36,7 +36,7 @@ class CropSamples:
 
     name: str
     images: np.ndarray  # N x C x C x 3 uint8, black beyond the photo's edges (as serving cuts them)
-    mirrored: np.ndarray  # the same crops with the photo mirrored beyond its edges (FieldOfView.p_mirror)
+    mirrored: np.ndarray  # the same crops with the photo mirrored beyond its edges (FieldOfViewAugment.p_mirror)
     masks: np.ndarray  # N x C x C x 2 float32: disc, cup (cup inside disc; 0 where unannotated)
     has_cup: np.ndarray  # N bool
     records: list[Record]
@@ -103,7 +103,7 @@ def jitter_matrix(rng: np.random.Generator, context: int, size: int, crop: DiscC
     return np.hstack([linear, offset[:, None]])
 
 
-def keep_field_of_view(image: np.ndarray, rng: np.random.Generator, crop: DiscCropConfig, field: FieldOfView) -> np.ndarray:
+def keep_field_of_view(image: np.ndarray, rng: np.random.Generator, crop: DiscCropConfig, field: FieldOfViewAugment) -> np.ndarray:
     """A context crop (centred on the expert disc) with everything outside a random square around the disc black, as
     an instrument that photographs only the nerve head delivers it; the masks are untouched (the disc stays inside)."""
     if not (field.p > 0 and rng.random() < field.p):
@@ -124,7 +124,7 @@ class CropSampler:
 
     def __init__(self, datasets: list[CropSamples], crop: DiscCropConfig, preprocess: PreprocessConfig,
                  jitter: CropJitter = CropJitter(), photometric: PhotometricConfig = PhotometricConfig(), seed: int = 0,
-                 replay: list[CropSamples] = (), replay_fraction: float = 0.0, field_of_view: FieldOfView = FieldOfView()):
+                 replay: list[CropSamples] = (), replay_fraction: float = 0.0, field_of_view: FieldOfViewAugment = FieldOfViewAugment()):
         """`replay` (incremental runs): earlier datasets, drawn for `replay_fraction` of the samples."""
         if not datasets or not all(len(d) for d in datasets):
             raise DatasetError("no training data")

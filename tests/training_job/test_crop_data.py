@@ -11,7 +11,7 @@ from preprocessing.disc_crop import DiscCropConfig, disc_center_and_diameter
 from preprocessing.photometric import PhotometricConfig
 from preprocessing.transform import PreprocessConfig
 from tests.helpers import DRISHTI, RIM_ONE
-from training_job.config import CropJitter, FieldOfView, SegmentStageConfig, run_config_from_dict
+from training_job.config import CropJitter, FieldOfViewAugment, SegmentStageConfig, run_config_from_dict
 from training_job.crop_data import CONTEXT, CropSampler, keep_field_of_view, load_crops
 
 CROP = DiscCropConfig(multiple=1.75)
@@ -55,7 +55,7 @@ def test_jitter_moves_and_resizes_the_disc_within_its_ranges(drishti):
 
 
 def test_field_of_view_blacks_out_all_but_a_square_around_the_disc(drishti):
-    field = FieldOfView(p=1.0, side=(1.2, 1.2), offset=0.0)
+    field = FieldOfViewAugment(p=1.0, side=(1.2, 1.2), offset=0.0)
     image = drishti.images[0]
     kept = keep_field_of_view(image, np.random.default_rng(0), CROP, field)
     visible = kept.any(axis=2)
@@ -72,22 +72,22 @@ def test_field_of_view_blacks_out_all_but_a_square_around_the_disc(drishti):
 def test_field_of_view_is_drawn_with_its_probability(drishti):
     image = drishti.images[1]
     rng = np.random.default_rng(0)
-    assert keep_field_of_view(image, rng, CROP, FieldOfView(p=0.0)) is image
-    cut = [not np.array_equal(keep_field_of_view(image, rng, CROP, FieldOfView(p=0.5)), image) for _ in range(200)]
+    assert keep_field_of_view(image, rng, CROP, FieldOfViewAugment(p=0.0)) is image
+    cut = [not np.array_equal(keep_field_of_view(image, rng, CROP, FieldOfViewAugment(p=0.5)), image) for _ in range(200)]
     assert 0.35 < np.mean(cut) < 0.65
     sides = []
     for _ in range(50):
-        visible = keep_field_of_view(image, rng, CROP, FieldOfView(p=1.0, side=(1.05, 2.0))).any(axis=2)
+        visible = keep_field_of_view(image, rng, CROP, FieldOfViewAugment(p=1.0, side=(1.05, 2.0))).any(axis=2)
         sides.append(math.sqrt(visible.sum()) / (image.shape[0] / (CROP.multiple * CONTEXT)))
     assert 1.0 < min(sides) and max(sides) < 2.05 and np.std(sides) > 0.1
 
 
 def test_field_of_view_is_part_of_the_stage_two_config():
     run = run_config_from_dict({"segment": {"field_of_view": {"p": 0.5, "side": [1.1, 1.8]}}})
-    assert run.segment.field_of_view == FieldOfView(p=0.5, side=(1.1, 1.8))
-    assert SegmentStageConfig().field_of_view == FieldOfView(p=0.5, p_mirror=0.5)  # what the measurements chose
+    assert run.segment.field_of_view == FieldOfViewAugment(p=0.5, side=(1.1, 1.8))
+    assert SegmentStageConfig().field_of_view == FieldOfViewAugment(p=0.5, p_mirror=0.5)  # what the measurements chose
     with pytest.raises(ValueError):
-        FieldOfView(p=1.5)
+        FieldOfViewAugment(p=1.5)
 
 
 def test_mirrored_crops_match_the_black_ones_inside_the_photo_and_fill_the_rest():
@@ -107,6 +107,6 @@ def test_the_sampler_mirrors_with_its_probability():
     still = CropJitter(scale=(1, 1), shift=0, rotation_deg=0, horizontal_flip=False)
     black = CropSampler([rim], CROP, PreprocessConfig(), still, PhotometricConfig.off(), seed=0)
     mirrored = CropSampler([rim], CROP, PreprocessConfig(), still, PhotometricConfig.off(), seed=0,
-                           field_of_view=FieldOfView(p_mirror=1.0))
+                           field_of_view=FieldOfViewAugment(p_mirror=1.0))
     dark = lambda sampler: np.mean([(sampler.sample()[0].max(axis=2) < 0.02).mean() for _ in range(20)])  # noqa: E731
     assert dark(black) > 0.2 and dark(mirrored) < 0.01
