@@ -85,6 +85,7 @@ def stage1(args) -> None:
     from fundus_seg.model_repository import KERAS_FILE
     from preprocessing.datasets import load_split
     from training_job.config import LOCATOR_AUGMENT, RunConfig, TrainConfig
+    from training_job.job import resolve_extend_edges
     from training_job.train import compile_model, train
 
     base = keras.models.load_model(Path(args.base) / KERAS_FILE, compile=False)
@@ -95,8 +96,9 @@ def stage1(args) -> None:
                     augment=dataclasses.replace(LOCATOR_AUGMENT, **locator_zoom(args)))
     out = Path(args.out) / "stage1"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(run.to_dict(), indent=2))
     datasets = [load_split(folder, "train", run.preprocess) for folder in run.data]
+    run = resolve_extend_edges(run, datasets)
+    (out / "config.json").write_text(json.dumps(run.to_dict(), indent=2))
     compile_model(base, run.train, run.train.epochs * run.train.steps_per_epoch)
     callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), EpochLog(out / "log.jsonl")]
     result = train(run, datasets, model=base, callbacks=callbacks)

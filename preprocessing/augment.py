@@ -27,10 +27,11 @@ class AugmentConfig:
     a camera that photographs the disc region only."""
     horizontal_flip: bool = True
     vertical_flip: bool = False
-    extend_edges: float = 0.0
-    """Share of samples whose view beyond the photo's edges (a zoom-out, a shift) shows the photo mirrored instead
-    of black (the mask stays black there): trained on a camera whose photo is barely larger than its disc, a locator
-    otherwise learns "the disc is most of what the photo shows" and marks a whole fundus photo as disc."""
+    extend_edges: float | None = 0.0
+    """Share of samples whose view beyond the photo's edges (a zoom-out, a shift) shows the photo's edge colours
+    extended instead of black (the mask stays black there): trained only on a camera whose photo is barely larger
+    than its disc, a locator otherwise learns "the disc is most of what the photo shows" and marks a whole fundus
+    photo as disc. None: the training job chooses from its data (`training_job.job.resolve_extend_edges`)."""
 
 
 def static_augment(images: np.ndarray, masks: np.ndarray, config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +98,7 @@ def dynamic_augment(images, masks, config: AugmentConfig):
     warped = warp(stacked, "CONSTANT")
     channels = images.shape[-1]
     warped_images, warped_masks = warped[..., :channels], warped[..., channels:]
-    if config.extend_edges > 0:
+    if config.extend_edges:
         extended = warp(images, "NEAREST")
         chosen = tf.random.uniform([tf.shape(images)[0], 1, 1, 1]) < config.extend_edges
         warped_images = tf.where(chosen, extended, warped_images)

@@ -204,11 +204,17 @@ class RunConfig:
 
 
 PIPELINES = ("two-stage", "single-stage")
-LOCATOR_AUGMENT = AugmentConfig(zoom_range=(0.33, 4.0), shift_fraction=0.2, zoom_on_disc=0.5, extend_edges=0.5)
+LOCATOR_AUGMENT = AugmentConfig(zoom_range=(0.33, 4.0), shift_fraction=0.2, zoom_on_disc=0.5, extend_edges=None)
 """Stage 1 of a two-stage model meets discs filling 5% (a whole photo) to 90% (a camera that photographs the disc
-region only, RIM-ONE r3) of its view: zoom wide, half the zoom-ins about the disc so a large one stays in view, and
-half the views without a black edge beyond the photo's (trained on rim-one-dl only, the locator then found a
-drishti-gs1 photo's disc: 0.126 -> 0.558, docs/RESULTS.md)."""
+region only, RIM-ONE r3) of its view: zoom wide, half the zoom-ins about the disc so a large one stays in view.
+Extended edges only where every training set is such disc-filled photos (the job decides: trained on rim-one-dl
+alone they lifted drishti-gs1 0.126 -> 0.558; beside whole photos they cost an unseen camera 0.813 -> 0.714,
+docs/RESULTS.md, "The photo's edge is not the disc's")."""
+EXTEND_EDGES = 0.5
+"""`extend_edges` when the job finds only disc-filled training photos."""
+TIGHT_DISC_SHARE = 0.25
+"""A training set whose median disc covers more than this share of stage 1's view photographs the disc region only
+(RIM-ONE DL: ~0.6; a whole DRISHTI photo: ~0.05)."""
 
 
 def two_stage(run: RunConfig, segment: SegmentStageConfig | None = None) -> RunConfig:

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from fundus_seg import model_repository, storage
 from fundus_seg.errors import EXIT_PUBLISH_REFUSED, FundusSegError, ModelRepositoryError
 from fundus_seg.model_card import ModelCard
+from preprocessing.datasets import Samples
 from preprocessing.errors import DatasetError
 from serving.rollout import GateResult, compare_metrics
 from training_job import strategy
@@ -35,7 +37,14 @@ from training_job.checkpoints import (
     Interrupted,
     StopOnSigterm,
 )
-from training_job.config import INCREMENTAL_EPOCHS, JobOptions, RunConfig, SegmentStageConfig
+from training_job.config import (
+    EXTEND_EDGES,
+    INCREMENTAL_EPOCHS,
+    TIGHT_DISC_SHARE,
+    JobOptions,
+    RunConfig,
+    SegmentStageConfig,
+)
 from training_job.data_sources import (
     DataCache,
     Dataset,
@@ -255,6 +264,18 @@ def build_metrics(run: RunConfig, options: JobOptions, model: keras.Model, secon
     }
 
 
+def resolve_extend_edges(run: RunConfig, datasets: list[Samples]) -> RunConfig:
+    """`augment.extend_edges` None (LOCATOR_AUGMENT's): EXTEND_EDGES when every training (and replay) set photographs
+    the disc region only, else 0 (whole photos in the mix already show the locator discs far from the photo's edge)."""
+    if run.augment.extend_edges is not None:
+        return run
+    shares = {d.name: float(np.median(d.masks.mean(axis=(1, 2, 3)))) for d in datasets}
+    tight = bool(shares) and all(share > TIGHT_DISC_SHARE for share in shares.values())
+    log.info("stage 1: extend_edges %s (median disc share of the view: %s)", EXTEND_EDGES if tight else 0.0,
+             ", ".join(f"{name} {share:.2f}" for name, share in shares.items()))
+    return dataclasses.replace(run, augment=dataclasses.replace(run.augment, extend_edges=EXTEND_EDGES if tight else 0.0))
+
+
 def run_training(
     run: RunConfig,
     options: JobOptions = JobOptions(),
@@ -290,6 +311,7 @@ def run_training(
     require_test_split(scored)
     datasets = [d.load("train", run.preprocess) for d in training_sets]
     replay = [d.load("train", run.preprocess) for d in replay_sets]
+    run = resolve_extend_edges(run, [*datasets, *replay])
 
     description = {
         "run": run.to_dict(),

@@ -2,6 +2,7 @@
 errors produce, and the tight field of view of a camera that photographs only the nerve head."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -110,3 +111,18 @@ def test_the_sampler_mirrors_with_its_probability():
                            field_of_view=FieldOfViewAugment(p_mirror=1.0))
     dark = lambda sampler: np.mean([(sampler.sample()[0].max(axis=2) < 0.02).mean() for _ in range(20)])  # noqa: E731
     assert dark(black) > 0.2 and dark(mirrored) < 0.01
+
+
+def test_the_job_extends_the_locator_s_edges_only_for_disc_filled_training_photos():
+    from preprocessing.datasets import load_split
+    from training_job.config import EXTEND_EDGES, LOCATOR_AUGMENT, RunConfig
+    from training_job.job import resolve_extend_edges
+
+    whole, tight = load_split(DRISHTI, "test"), load_split(RIM_ONE, "test")
+    run = RunConfig(augment=LOCATOR_AUGMENT)
+    assert LOCATOR_AUGMENT.extend_edges is None  # left to the data
+    assert resolve_extend_edges(run, [tight]).augment.extend_edges == EXTEND_EDGES
+    assert resolve_extend_edges(run, [whole]).augment.extend_edges == 0.0
+    assert resolve_extend_edges(run, [tight, whole]).augment.extend_edges == 0.0  # whole photos in the mix
+    chosen = dataclasses.replace(run, augment=dataclasses.replace(LOCATOR_AUGMENT, extend_edges=0.3))
+    assert resolve_extend_edges(chosen, [tight]) is chosen  # a value set in the config is kept
