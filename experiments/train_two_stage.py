@@ -44,6 +44,18 @@ class EpochLog:
         return _Log()
 
 
+def field_of_view(args):
+    """--field-of-view / --mirror; neither: chosen from the training data as the training job chooses."""
+    from preprocessing.datasets import load_split
+    from training_job.config import FieldOfViewAugment, RunConfig, SegmentStageConfig
+    from training_job.job import disc_shares, resolve_edge_augmentations
+
+    if args.field_of_view is None and args.mirror is None:
+        shares = disc_shares([load_split(folder, "train") for folder in args.data.split(",")])
+        return resolve_edge_augmentations(RunConfig(segment=SegmentStageConfig()), shares).segment.field_of_view
+    return FieldOfViewAugment(p=args.field_of_view or 0.0, p_mirror=args.mirror or 0.0)
+
+
 def stage2(args) -> None:
     import keras
 
@@ -58,8 +70,7 @@ def stage2(args) -> None:
                                 crop=dataclasses.replace(defaults.crop, **({"multiple": args.multiple} if args.multiple else {})),
                                 jitter=dataclasses.replace(defaults.jitter, **jitter),
                                 photometric=dataclasses.replace(defaults.photometric, **json.loads(args.photometric)),
-                                field_of_view=dataclasses.replace(defaults.field_of_view, **{
-                                    k: v for k, v in (("p", args.field_of_view), ("p_mirror", args.mirror)) if v is not None}))
+                                field_of_view=field_of_view(args))
     out = Path(args.out) / "stage2"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
@@ -85,7 +96,7 @@ def stage1(args) -> None:
     from fundus_seg.model_repository import KERAS_FILE
     from preprocessing.datasets import load_split
     from training_job.config import LOCATOR_AUGMENT, RunConfig, TrainConfig
-    from training_job.job import resolve_extend_edges
+    from training_job.job import disc_shares, resolve_edge_augmentations
     from training_job.train import compile_model, train
 
     base = keras.models.load_model(Path(args.base) / KERAS_FILE, compile=False)
@@ -97,7 +108,7 @@ def stage1(args) -> None:
     out = Path(args.out) / "stage1"
     out.mkdir(parents=True, exist_ok=True)
     datasets = [load_split(folder, "train", run.preprocess) for folder in run.data]
-    run = resolve_extend_edges(run, datasets)
+    run = resolve_edge_augmentations(run, disc_shares(datasets))
     (out / "config.json").write_text(json.dumps(run.to_dict(), indent=2))
     compile_model(base, run.train, run.train.epochs * run.train.steps_per_epoch)
     callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), EpochLog(out / "log.jsonl")]
@@ -174,9 +185,9 @@ def main() -> None:
                         help="stage 2: LOW,HIGH factor of the located diameter's error (default CropJitter's)")
     parser.add_argument("--jitter-shift", type=float, help="stage 2: centre error, in diameters (default CropJitter's)")
     parser.add_argument("--field-of-view", type=float, help="stage 2: share of crops cut to a tight square around the "
-                        "disc, as an instrument that photographs only the nerve head delivers them (default FieldOfViewAugment's)")
+                        "disc, as an instrument that photographs only the nerve head delivers them (default: chosen from the data)")
     parser.add_argument("--mirror", type=float, help="stage 2: share of crops mirrored, not black, beyond the photo's "
-                        "edges (default FieldOfViewAugment's)")
+                        "edges (default: chosen from the data)")
     parser.add_argument("--second-looks", type=int, default=1, help="export: how many times serving may cut the crop again")
     parser.add_argument("--photometric", default="{}", help='stage 2: PhotometricConfig fields to change, as JSON '
                         '(e.g. \'{"p_saturation": 0.5}\')')

@@ -114,10 +114,12 @@ class SegmentStageConfig:
     "What each stage-2 augmentation buys"); versions record theirs in the card."""
     jitter: CropJitter = field(default_factory=CropJitter)
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
-    field_of_view: FieldOfViewAugment = field(default_factory=lambda: FieldOfViewAugment(p=0.5, p_mirror=0.5))
-    """Trained on one instrument, stage 2 took the photo's edge for the disc's; half the crops cut tight and half
-    mirrored raised the expert-crop Dice across instruments 0.617 -> 0.893 and 0.478 -> 0.935 (docs/RESULTS.md,
-    "The photo's edge is not the disc's")."""
+    field_of_view: FieldOfViewAugment | None = None
+    """None: the training job chooses from its data (`training_job.job.resolve_edge_augmentations`): on
+    (FIELD_OF_VIEW) when every training set has one photo format, off when whole photos and disc-filled ones are
+    mixed. Trained on one instrument, stage 2 took the photo's edge for the disc's (from the expert crop across
+    instruments 0.617 -> 0.893 and 0.478 -> 0.935 with it); beside both formats it cost an unseen camera 0.927 -> 0.907
+    (docs/RESULTS.md, "The photo's edge is not the disc's")."""
     second_looks: int = 1
     """Serving's pipeline setting, written to the card (`preprocessing.two_stage.TwoStageConfig.second_looks`)."""
 
@@ -210,6 +212,8 @@ region only, RIM-ONE r3) of its view: zoom wide, half the zoom-ins about the dis
 Extended edges only where every training set is such disc-filled photos (the job decides: trained on rim-one-dl
 alone they lifted drishti-gs1 0.126 -> 0.558; beside whole photos they cost an unseen camera 0.813 -> 0.714,
 docs/RESULTS.md, "The photo's edge is not the disc's")."""
+FIELD_OF_VIEW = FieldOfViewAugment(p=0.5, p_mirror=0.5)
+"""Stage 2's `field_of_view` when the job finds one photo format only."""
 EXTEND_EDGES = 0.5
 """`extend_edges` when the job finds only disc-filled training photos."""
 TIGHT_DISC_SHARE = 0.25
@@ -236,7 +240,7 @@ def _build(cls, values: dict[str, Any], where: str):
                                    "field_of_view": FieldOfViewAugment}}.get(cls, {})
     for name, value in values.items():
         if name in nested:
-            if name == "segment" and value is None:
+            if name in ("segment", "field_of_view") and value is None:  # None: no stage 2 / chosen by the job
                 kwargs[name] = None
                 continue
             kwargs[name] = _build(nested[name], value or {}, f"{where}.{name}")

@@ -39,8 +39,10 @@ from training_job.checkpoints import (
 )
 from training_job.config import (
     EXTEND_EDGES,
+    FIELD_OF_VIEW,
     INCREMENTAL_EPOCHS,
     TIGHT_DISC_SHARE,
+    FieldOfViewAugment,
     JobOptions,
     RunConfig,
     SegmentStageConfig,
@@ -264,16 +266,27 @@ def build_metrics(run: RunConfig, options: JobOptions, model: keras.Model, secon
     }
 
 
-def resolve_extend_edges(run: RunConfig, datasets: list[Samples]) -> RunConfig:
-    """`augment.extend_edges` None (LOCATOR_AUGMENT's): EXTEND_EDGES when every training (and replay) set photographs
-    the disc region only, else 0 (whole photos in the mix already show the locator discs far from the photo's edge)."""
-    if run.augment.extend_edges is not None:
-        return run
-    shares = {d.name: float(np.median(d.masks.mean(axis=(1, 2, 3)))) for d in datasets}
-    tight = bool(shares) and all(share > TIGHT_DISC_SHARE for share in shares.values())
-    log.info("stage 1: extend_edges %s (median disc share of the view: %s)", EXTEND_EDGES if tight else 0.0,
-             ", ".join(f"{name} {share:.2f}" for name, share in shares.items()))
-    return dataclasses.replace(run, augment=dataclasses.replace(run.augment, extend_edges=EXTEND_EDGES if tight else 0.0))
+def disc_shares(datasets: list[Samples]) -> dict[str, float]:
+    """Each training set's median share of stage 1's view that the disc covers: its photo format."""
+    return {d.name: float(np.median(d.masks.mean(axis=(1, 2, 3)))) for d in datasets}
+
+
+def resolve_edge_augmentations(run: RunConfig, shares: dict[str, float]) -> RunConfig:
+    """Fill in what the config leaves to the data (None): stage 1's `augment.extend_edges` is EXTEND_EDGES when every
+    training (and replay) set photographs the disc region only, else 0; stage 2's `field_of_view` is FIELD_OF_VIEW
+    when every set has the same format (all whole photos, or all disc-filled), else off. Mixed formats already show
+    both stages discs near and far from the photo's edge, and there the augmentations cost an unseen camera."""
+    tight = {share > TIGHT_DISC_SHARE for share in shares.values()}
+    described = ", ".join(f"{name} {share:.2f}" for name, share in shares.items())
+    if run.augment.extend_edges is None:
+        extend = EXTEND_EDGES if tight == {True} else 0.0
+        log.info("stage 1: extend_edges %s (median disc share of the view: %s)", extend, described)
+        run = dataclasses.replace(run, augment=dataclasses.replace(run.augment, extend_edges=extend))
+    if run.segment is not None and run.segment.field_of_view is None:
+        field = FIELD_OF_VIEW if len(tight) == 1 else FieldOfViewAugment()
+        log.info("stage 2: field of view %s (median disc share of the view: %s)", field, described)
+        run = dataclasses.replace(run, segment=dataclasses.replace(run.segment, field_of_view=field))
+    return run
 
 
 def run_training(
@@ -311,7 +324,7 @@ def run_training(
     require_test_split(scored)
     datasets = [d.load("train", run.preprocess) for d in training_sets]
     replay = [d.load("train", run.preprocess) for d in replay_sets]
-    run = resolve_extend_edges(run, [*datasets, *replay])
+    run = resolve_edge_augmentations(run, disc_shares([*datasets, *replay]))
 
     description = {
         "run": run.to_dict(),

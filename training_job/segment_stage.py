@@ -11,7 +11,7 @@ import time
 import keras
 
 from preprocessing.transform import PreprocessConfig
-from training_job.config import SegmentStageConfig
+from training_job.config import FieldOfViewAugment, SegmentStageConfig
 from training_job.crop_data import CropSampler, CropSamples, crop_pipeline
 from training_job.losses import cup_dice, disc_cup_loss, disc_dice
 from training_job.progress import progress_callback
@@ -53,7 +53,8 @@ def train_segment_stage(
     def sampler(worker: int) -> CropSampler:
         return CropSampler(datasets, config.crop, preprocess, config.jitter, config.photometric,
                            seed=config.train.seed * 1000 + initial_epoch * 10 + worker,
-                           replay=replay, replay_fraction=replay_fraction, field_of_view=config.field_of_view)
+                           replay=replay, replay_fraction=replay_fraction,
+                           field_of_view=config.field_of_view or FieldOfViewAugment())
 
     all_callbacks = list(callbacks)
     if progress:

@@ -86,7 +86,6 @@ def test_field_of_view_is_drawn_with_its_probability(drishti):
 def test_field_of_view_is_part_of_the_stage_two_config():
     run = run_config_from_dict({"segment": {"field_of_view": {"p": 0.5, "side": [1.1, 1.8]}}})
     assert run.segment.field_of_view == FieldOfViewAugment(p=0.5, side=(1.1, 1.8))
-    assert SegmentStageConfig().field_of_view == FieldOfViewAugment(p=0.5, p_mirror=0.5)  # what the measurements chose
     with pytest.raises(ValueError):
         FieldOfViewAugment(p=1.5)
 
@@ -113,16 +112,25 @@ def test_the_sampler_mirrors_with_its_probability():
     assert dark(black) > 0.2 and dark(mirrored) < 0.01
 
 
-def test_the_job_extends_the_locator_s_edges_only_for_disc_filled_training_photos():
+def test_the_job_chooses_the_edge_augmentations_from_the_training_photos_formats():
+    """Extended edges for the locator only when every training set is disc-filled photos; stage 2's field of view
+    when every set has one format; neither when both formats are mixed; a value set in the config is kept."""
     from preprocessing.datasets import load_split
-    from training_job.config import EXTEND_EDGES, LOCATOR_AUGMENT, RunConfig
-    from training_job.job import resolve_extend_edges
+    from training_job.config import EXTEND_EDGES, FIELD_OF_VIEW, LOCATOR_AUGMENT, RunConfig
+    from training_job.job import disc_shares, resolve_edge_augmentations
 
-    whole, tight = load_split(DRISHTI, "test"), load_split(RIM_ONE, "test")
-    run = RunConfig(augment=LOCATOR_AUGMENT)
-    assert LOCATOR_AUGMENT.extend_edges is None  # left to the data
-    assert resolve_extend_edges(run, [tight]).augment.extend_edges == EXTEND_EDGES
-    assert resolve_extend_edges(run, [whole]).augment.extend_edges == 0.0
-    assert resolve_extend_edges(run, [tight, whole]).augment.extend_edges == 0.0  # whole photos in the mix
-    chosen = dataclasses.replace(run, augment=dataclasses.replace(LOCATOR_AUGMENT, extend_edges=0.3))
-    assert resolve_extend_edges(chosen, [tight]) is chosen  # a value set in the config is kept
+    shares = disc_shares([load_split(DRISHTI, "test"), load_split(RIM_ONE, "test")])
+    assert shares["drishti-gs1"] < 0.1 < 0.4 < shares["rim-one-dl"]
+    whole, tight = {"drishti-gs1": shares["drishti-gs1"]}, {"rim-one-dl": shares["rim-one-dl"]}
+    run = RunConfig(augment=LOCATOR_AUGMENT, segment=SegmentStageConfig())
+    assert LOCATOR_AUGMENT.extend_edges is None and SegmentStageConfig().field_of_view is None  # left to the data
+    only_tight = resolve_edge_augmentations(run, tight)
+    assert only_tight.augment.extend_edges == EXTEND_EDGES and only_tight.segment.field_of_view == FIELD_OF_VIEW
+    only_whole = resolve_edge_augmentations(run, whole)
+    assert only_whole.augment.extend_edges == 0.0 and only_whole.segment.field_of_view == FIELD_OF_VIEW
+    mixed = resolve_edge_augmentations(run, shares)
+    assert mixed.augment.extend_edges == 0.0 and mixed.segment.field_of_view == FieldOfViewAugment()  # off
+    chosen = dataclasses.replace(run, augment=dataclasses.replace(LOCATOR_AUGMENT, extend_edges=0.3),
+                                 segment=dataclasses.replace(run.segment, field_of_view=FieldOfViewAugment(p=0.2)))
+    assert resolve_edge_augmentations(chosen, tight) == chosen
+    assert run_config_from_dict(run.to_dict()) == run  # None survives a round trip (a resumed job decides again)
