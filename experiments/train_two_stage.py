@@ -75,7 +75,7 @@ def stage2(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     started = time.perf_counter()
-    datasets = [load_crops(folder, "train", config.crop) for folder in args.data.split(",")]
+    datasets = [load_crops(folder, "train", config.crop, config.field_of_view.p_mirror > 0) for folder in args.data.split(",")]
     print(f"crops loaded in {time.perf_counter() - started:.1f} s: {[len(d) for d in datasets]}", flush=True)
     callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), EpochLog(out / "log.jsonl")]
     result = train_segment_stage(config, datasets, callbacks=callbacks, workers=args.workers)
@@ -185,9 +185,10 @@ def main() -> None:
                         help="stage 2: LOW,HIGH factor of the located diameter's error (default CropJitter's)")
     parser.add_argument("--jitter-shift", type=float, help="stage 2: centre error, in diameters (default CropJitter's)")
     parser.add_argument("--field-of-view", type=float, help="stage 2: share of crops cut to a tight square around the "
-                        "disc, as an instrument that photographs only the nerve head delivers them (default: chosen from the data)")
+                        "disc, as an instrument that photographs only the nerve head delivers them (neither this nor --mirror: both chosen "
+                        "from the data as the training job chooses; one of them: the other is 0)")
     parser.add_argument("--mirror", type=float, help="stage 2: share of crops mirrored, not black, beyond the photo's "
-                        "edges (default: chosen from the data)")
+                        "edges (see --field-of-view)")
     parser.add_argument("--second-looks", type=int, default=1, help="export: how many times serving may cut the crop again")
     parser.add_argument("--photometric", default="{}", help='stage 2: PhotometricConfig fields to change, as JSON '
                         '(e.g. \'{"p_saturation": 0.5}\')')

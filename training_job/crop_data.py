@@ -36,7 +36,7 @@ class CropSamples:
 
     name: str
     images: np.ndarray  # N x C x C x 3 uint8, black beyond the photo's edges (as serving cuts them)
-    mirrored: np.ndarray  # the same crops with the photo mirrored beyond its edges (FieldOfViewAugment.p_mirror)
+    mirrored: np.ndarray  # the same crops with the photo mirrored beyond its edges (FieldOfViewAugment.p_mirror; else images)
     masks: np.ndarray  # N x C x C x 2 float32: disc, cup (cup inside disc; 0 where unannotated)
     has_cup: np.ndarray  # N bool
     records: list[Record]
@@ -61,7 +61,7 @@ def mirrored_square(image: np.ndarray, box: SquareBox, size: int) -> np.ndarray:
                           borderMode=cv2.BORDER_REFLECT_101)
 
 
-def _load(record: Record, crop: DiscCropConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+def _load(record: Record, crop: DiscCropConfig, mirror: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     image = decode_image(record.image.read_bytes())
     disc = decode_mask(record.disc_mask.read_bytes())
     cup = decode_mask(record.cup_mask.read_bytes()) & disc if record.cup_mask is not None else np.zeros_like(disc)
@@ -74,18 +74,22 @@ def _load(record: Record, crop: DiscCropConfig) -> tuple[np.ndarray, np.ndarray,
     masks = np.stack([disc, cup], axis=-1).astype(np.float32)
     inside = box.inside == (box.x0, box.y0, box.x0 + box.side, box.y0 + box.side)
     black = crop_resized(image, box, size)
-    return (black, black if inside else mirrored_square(image, box, size), crop_resized(masks, box, size),
+    return (black, mirrored_square(image, box, size) if mirror and not inside else black, crop_resized(masks, box, size),
             record.cup_mask is not None)
 
 
-def load_crops(folder: str | Path, split: str | None, crop: DiscCropConfig = DiscCropConfig()) -> CropSamples:
+def load_crops(folder: str | Path, split: str | None, crop: DiscCropConfig = DiscCropConfig(),
+               mirror: bool = False) -> CropSamples:
+    """`mirror`: also cut the mirrored crops (FieldOfViewAugment.p_mirror); without it `mirrored` is `images`."""
     folder = Path(folder)
     records = [r for r in read_manifest(folder) if split is None or r.split == split]
     if not records:
         raise DatasetError(f"{folder}: no rows with split {split!r}")
     with ThreadPoolExecutor(max_workers=4) as pool:
-        loaded = list(pool.map(lambda r: _load(r, crop), records))
-    return CropSamples(folder.name, *(np.stack([x[i] for x in loaded]) for i in range(3)),
+        loaded = list(pool.map(lambda r: _load(r, crop, mirror), records))
+    images = np.stack([x[0] for x in loaded])
+    mirrored = np.stack([x[1] for x in loaded]) if mirror else images
+    return CropSamples(folder.name, images, mirrored, np.stack([x[2] for x in loaded]),
                        np.array([x[3] for x in loaded]), records)
 
 

@@ -44,12 +44,12 @@ class Dataset:
     def split_size(self, split: str) -> int:
         return sum(r.split == split for r in read_manifest(self.folder))
 
-    def load_crops(self, split: str, crop):
+    def load_crops(self, split: str, crop, mirror: bool = False):
         """Stage 2's crops around the expert discs of one split (`training_job.crop_data`)."""
         from training_job.crop_data import load_crops
 
         try:
-            samples = load_crops(self.folder, split, crop)
+            samples = load_crops(self.folder, split, crop, mirror)
         except DatasetError as exc:
             raise DatasetError(_in_terms_of(exc, self.folder, self.uri)) from None
         samples.name = self.name

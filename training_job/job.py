@@ -189,8 +189,9 @@ def train_segment(run: RunConfig, options: JobOptions, base: BaseVersion | None,
                    "replay_fraction": options.replay_fraction if base else 0.0}
     if state:
         segment_store.check(state, description)
-    crops = [d.load_crops("train", config.crop) for d in training_sets]
-    replay = [d.load_crops("train", config.crop) for d in replay_sets]
+    mirror = config.field_of_view is not None and config.field_of_view.p_mirror > 0
+    crops = [d.load_crops("train", config.crop, mirror) for d in training_sets]
+    replay = [d.load_crops("train", config.crop, mirror) for d in replay_sets]
     with accelerator.strategy.scope():
         keras.utils.set_random_seed(config.train.seed)
         model = base.load_segment_model() if base else build_unet(config.model, channels=2)

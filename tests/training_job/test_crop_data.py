@@ -91,19 +91,19 @@ def test_field_of_view_is_part_of_the_stage_two_config():
 
 
 def test_mirrored_crops_match_the_black_ones_inside_the_photo_and_fill_the_rest():
-    rim = load_crops(RIM_ONE, "test", CROP)
+    rim = load_crops(RIM_ONE, "test", CROP, mirror=True)
     visible = rim.images.any(axis=3)
     assert visible.mean() < 0.5  # a RIM-ONE DL photo is barely larger than its disc: most of the context is black
     difference = np.abs(rim.images.astype(int) - rim.mirrored.astype(int)).max(axis=3)
     assert np.median(difference[visible]) <= 2  # the same pixels where the photo is
     assert rim.mirrored.any(axis=3).mean() > 0.99  # and a photo everywhere else
-    drishti = load_crops(DRISHTI, "test", CROP)
+    drishti = load_crops(DRISHTI, "test", CROP, mirror=True)
     same = (drishti.images == drishti.mirrored).all(axis=(1, 2, 3))
     assert same.mean() > 0.8  # a whole photo needs no mirroring, unless its disc is near the edge
 
 
 def test_the_sampler_mirrors_with_its_probability():
-    rim = load_crops(RIM_ONE, "test", CROP)
+    rim = load_crops(RIM_ONE, "test", CROP, mirror=True)
     still = CropJitter(scale=(1, 1), shift=0, rotation_deg=0, horizontal_flip=False)
     black = CropSampler([rim], CROP, PreprocessConfig(), still, PhotometricConfig.off(), seed=0)
     mirrored = CropSampler([rim], CROP, PreprocessConfig(), still, PhotometricConfig.off(), seed=0,
