@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         from fundus_seg.quiet_tensorflow import load_tensorflow
 
         load_tensorflow(verbose=args.verbose)  # the predictor's own lines first; TensorFlow's with --verbose
+        from serving.heap import freeze_startup_heap
         from serving.predictor.server import PredictorServer
 
+        freeze_startup_heap()  # TensorFlow's import heap: no full collection walks it during a hot swap
         PredictorServer(config).run()
     except ConfigError as exc:
         print(f"serving.predictor: error: {exc}", file=sys.stderr)

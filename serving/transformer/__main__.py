@@ -81,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except TransformerConfigError as exc:
         print(f"serving.transformer: error: {exc}", file=sys.stderr)
         return 2
+    from serving.heap import freeze_startup_heap
     from serving.transformer.server import serve  # no TensorFlow: the TF Serving messages are serving.protos
 
+    freeze_startup_heap()
     serve(config, http_port=args.http_port, grpc_port=args.grpc_port, host=args.host)
     return 0
 
