@@ -2,7 +2,7 @@
 ablations in docs/RESULTS.md pair one locator with stage-2 variants (experiments/stage2-ablation.sh).
 
     .venv/bin/python experiments/evaluate_stages.py --stage1 runs/x/stage1.keras --stage2 runs/y/stage2/model.keras \
-        --data ../shared/data/drishti-gs1,runs/loro-r3/rim-one-r3 [--multiple 1.75] [--oracle]
+        --data ../shared/data/drishti-gs1,runs/loro-r3/rim-one-r3 [--multiple 1.75] [--oracle] [--split train]
 
 --oracle cuts stage 2's crop around the EXPERT disc (what stage 2 does when stage 1 is right).
 Prints one JSON line per dataset: disc/cup Dice, RRP, flagged (as `fundus-seg evaluate --json`).
@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def locations(locate, folder: str, config) -> dict:
+def locations(locate, folder: str, config, split: str = "test") -> dict:
     """Stage 1's location against the expert disc on every test image: counts of the ways it goes wrong."""
     import math
 
@@ -29,7 +29,7 @@ def locations(locate, folder: str, config) -> dict:
     from preprocessing.two_stage import locate_input, read_location
 
     ratios, shifts = [], []
-    for record in (r for r in read_manifest(folder) if r.split == "test"):
+    for record in (r for r in read_manifest(folder) if r.split == split):
         stage1 = locate_input(decode_image(record.image.read_bytes()), config)
         located = read_location(locate(stage1.input[None])[0], stage1.box, config.threshold)
         x, y, diameter = disc_center_and_diameter(decode_mask(record.disc_mask.read_bytes()))
@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--oracle", action="store_true")
     parser.add_argument("--locations", action="store_true", help="score stage 1's location only")
     parser.add_argument("--label", default="", help="a name printed with each line")
+    parser.add_argument("--split", default="test", choices=("train", "test"),
+                        help="the split scored: an unseen instrument's train split is a selection set, its test split "
+                             "the report")
     args = parser.parse_args()
     from fundus_seg.quiet_tensorflow import load_tensorflow
 
@@ -68,10 +71,10 @@ def main() -> None:
     config = TwoStageConfig(crop=DiscCropConfig(multiple=args.multiple), second_looks=args.second_looks)
     for folder in args.data.split(","):
         if args.locations:
-            print(json.dumps({"label": args.label, "data": Path(folder).name, **locations(locate, folder, config)}))
+            print(json.dumps({"label": args.label, "data": Path(folder).name, "split": args.split, **locations(locate, folder, config, args.split)}))
             continue
-        scores = evaluate_two_stage(locate, segment, folder, "test", config, oracle=args.oracle)
-        brief = {"label": args.label, "data": Path(folder).name, "oracle": args.oracle, "looks": args.second_looks, "n": scores["n"],
+        scores = evaluate_two_stage(locate, segment, folder, args.split, config, oracle=args.oracle)
+        brief = {"label": args.label, "data": Path(folder).name, "split": args.split, "oracle": args.oracle, "looks": args.second_looks, "n": scores["n"],
                  "disc": scores["dice_mean"], "disc_min": scores["dice_min"], "rrp": scores["rrp"],
                  "cup": scores["cup"]["dice_mean"], "flagged": scores["flagged"]["n"],
                  "disc_flagged": scores["flagged"]["disc_dice_flagged"], "disc_unflagged": scores["flagged"]["disc_dice_unflagged"]}
