@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="dataset folders, comma-separated (their test split)")
     parser.add_argument("--multiple", type=float, default=1.75, help="the crop multiple stage 2 was trained with")
     parser.add_argument("--second-looks", type=int, default=1)
+    parser.add_argument("--locator-looks", type=int, default=0, help="stage 1's own second looks (TwoStageConfig)")
+    parser.add_argument("--locator-view", type=float, default=1.5, help="their side, in located disc diameters")
     parser.add_argument("--oracle", action="store_true")
     parser.add_argument("--locations", action="store_true", help="score stage 1's location only")
     parser.add_argument("--label", default="", help="a name printed with each line")
@@ -68,13 +70,15 @@ def main() -> None:
     stage1 = keras.models.load_model(args.stage1, compile=False)
     stage2 = keras.models.load_model(args.stage2, compile=False)
     locate, segment = keras_predictor(stage1), keras_predictor(stage2)
-    config = TwoStageConfig(crop=DiscCropConfig(multiple=args.multiple), second_looks=args.second_looks)
+    config = TwoStageConfig(crop=DiscCropConfig(multiple=args.multiple), second_looks=args.second_looks,
+                            locator_looks=args.locator_looks, locator_view=args.locator_view)
     for folder in args.data.split(","):
         if args.locations:
             print(json.dumps({"label": args.label, "data": Path(folder).name, "split": args.split, **locations(locate, folder, config, args.split)}))
             continue
         scores = evaluate_two_stage(locate, segment, folder, args.split, config, oracle=args.oracle)
-        brief = {"label": args.label, "data": Path(folder).name, "split": args.split, "oracle": args.oracle, "looks": args.second_looks, "n": scores["n"],
+        brief = {"label": args.label, "data": Path(folder).name, "split": args.split, "oracle": args.oracle, "looks": args.second_looks,
+                 "locator_looks": args.locator_looks, "locator_view": args.locator_view, "n": scores["n"],
                  "disc": scores["dice_mean"], "disc_min": scores["dice_min"], "rrp": scores["rrp"],
                  "cup": scores["cup"]["dice_mean"], "flagged": scores["flagged"]["n"],
                  "disc_flagged": scores["flagged"]["disc_dice_flagged"], "disc_unflagged": scores["flagged"]["disc_dice_unflagged"]}

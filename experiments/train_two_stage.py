@@ -44,22 +44,21 @@ class EpochLog:
         return _Log()
 
 
-def field_of_view(args):
-    """--field-of-view / --mirror; neither: chosen from the training data as the training job chooses."""
+def resolved(config, args):
+    """What the flags left at None, chosen from the training data as the training job chooses
+    (`training_job.job.resolve_format_choices`)."""
     from preprocessing.datasets import load_split
-    from training_job.config import FieldOfViewAugment, RunConfig, SegmentStageConfig
-    from training_job.job import disc_shares, resolve_edge_augmentations
+    from training_job.config import RunConfig
+    from training_job.job import disc_shares, resolve_format_choices
 
-    if args.field_of_view is None and args.mirror is None:
-        shares = disc_shares([load_split(folder, "train") for folder in args.data.split(",")])
-        return resolve_edge_augmentations(RunConfig(segment=SegmentStageConfig()), shares).segment.field_of_view
-    return FieldOfViewAugment(p=args.field_of_view or 0.0, p_mirror=args.mirror or 0.0)
+    shares = disc_shares([load_split(folder, "train") for folder in args.data.split(",")])
+    return resolve_format_choices(RunConfig(segment=config), shares).segment
 
 
 def stage2(args) -> None:
     import keras
 
-    from training_job.config import SegmentStageConfig, TrainConfig
+    from training_job.config import CropJitter, FieldOfViewAugment, SegmentStageConfig, TrainConfig
     from training_job.crop_data import load_crops
     from training_job.segment_stage import train_segment_stage
 
@@ -68,9 +67,12 @@ def stage2(args) -> None:
     config = SegmentStageConfig(train=TrainConfig(epochs=args.epochs or 30, steps_per_epoch=args.steps or 200,
                                                   batch_size=16, learning_rate=1e-3, seed=args.seed),
                                 crop=dataclasses.replace(defaults.crop, **({"multiple": args.multiple} if args.multiple else {})),
-                                jitter=dataclasses.replace(defaults.jitter, **jitter),
+                                jitter=dataclasses.replace(CropJitter(), **jitter) if jitter else None,
                                 photometric=dataclasses.replace(defaults.photometric, **json.loads(args.photometric)),
-                                field_of_view=field_of_view(args))
+                                field_of_view=None if args.field_of_view is None and args.mirror is None else
+                                FieldOfViewAugment(p=args.field_of_view or 0.0, p_mirror=args.mirror or 0.0),
+                                second_looks=args.second_looks)
+    config = resolved(config, args)
     out = Path(args.out) / "stage2"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
@@ -96,7 +98,7 @@ def stage1(args) -> None:
     from fundus_seg.model_repository import KERAS_FILE
     from preprocessing.datasets import load_split
     from training_job.config import LOCATOR_AUGMENT, RunConfig, TrainConfig
-    from training_job.job import disc_shares, resolve_edge_augmentations
+    from training_job.job import disc_shares, resolve_format_choices
     from training_job.train import compile_model, train
 
     base = keras.models.load_model(Path(args.base) / KERAS_FILE, compile=False)
@@ -108,7 +110,7 @@ def stage1(args) -> None:
     out = Path(args.out) / "stage1"
     out.mkdir(parents=True, exist_ok=True)
     datasets = [load_split(folder, "train", run.preprocess) for folder in run.data]
-    run = resolve_edge_augmentations(run, disc_shares(datasets))
+    run = resolve_format_choices(run, disc_shares(datasets))
     (out / "config.json").write_text(json.dumps(run.to_dict(), indent=2))
     compile_model(base, run.train, run.train.epochs * run.train.steps_per_epoch)
     callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), EpochLog(out / "log.jsonl")]
@@ -149,7 +151,8 @@ def export(args) -> None:
         "stage1_from": None if stage1_file.exists() else str(args.base),
         "stage1_fine_tuned_from": str(args.base) if stage1_file.exists() else None,
         "config": {**stage1_config, "segment": {**stage2_config, "cup_threshold": 0.5, "convex": True,
-                                                 "second_looks": args.second_looks}},
+                                                 **({} if args.second_looks is None else
+                                                    {"second_looks": args.second_looks})}},
         "test_metrics": {},
     }
     card = ModelCard.from_dict(document)
@@ -189,7 +192,8 @@ def main() -> None:
                         "from the data as the training job chooses; one of them: the other is 0)")
     parser.add_argument("--mirror", type=float, help="stage 2: share of crops mirrored, not black, beyond the photo's "
                         "edges (see --field-of-view)")
-    parser.add_argument("--second-looks", type=int, default=1, help="export: how many times serving may cut the crop again")
+    parser.add_argument("--second-looks", type=int, help="stage 2 / export: how many times serving may cut the crop "
+                        "again (default: the training job's choice from the data)")
     parser.add_argument("--photometric", default="{}", help='stage 2: PhotometricConfig fields to change, as JSON '
                         '(e.g. \'{"p_saturation": 0.5}\')')
     args = parser.parse_args()

@@ -2,7 +2,7 @@
 # The two-stage model at Table 2's budget (6 x 25 x 32 = 4,800 images for stage 1, and as many for
 # stage 2: 6 x 50 x 16), trained on one instrument and tested on the other, then Table 4's incremental
 # retrain (3 + 3 epochs, replay 0.5) on the new instrument. The field-of-view augmentations are the job's choice
-# from the data (training_job.job.resolve_edge_augmentations): stage 2's for both single-instrument runs, stage 1's
+# from the data (training_job.job.resolve_format_choices): stage 2's for both single-instrument runs, stage 1's
 # extended edges for the rim-one-dl one, neither for the incremental run (rim-one-dl + drishti-gs1 replay: mixed
 # formats). docs/RESULTS.md, "Two-stage across instruments".
 export TF_CPP_MIN_LOG_LEVEL=2

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from preprocessing.disc_crop import DiscCropConfig
 from preprocessing.transform import PreprocessConfig
-from preprocessing.two_stage import check_second_looks
+from preprocessing.two_stage import check_locator_view, check_second_looks
 
 if TYPE_CHECKING:
     from training_job.config import TrainConfig, UNetConfig
@@ -80,6 +80,8 @@ class SegmentCard:
     cup_threshold: float = DEFAULT_THRESHOLD
     convex: bool = True
     second_looks: int = 1  # preprocessing.two_stage.TwoStageConfig.second_looks
+    locator_looks: int = 0  # TwoStageConfig.locator_looks: versions before it had none
+    locator_view: float = 1.5  # TwoStageConfig.locator_view
 
     @classmethod
     def from_dict(cls, document: dict) -> SegmentCard:
@@ -91,18 +93,23 @@ class SegmentCard:
             cup_threshold=_number(document.get("cup_threshold", DEFAULT_THRESHOLD), "segment.cup_threshold"),
             convex=bool(document.get("convex", True)),
             second_looks=document.get("second_looks", 1),
+            locator_looks=document.get("locator_looks", 0),
+            locator_view=document.get("locator_view", 1.5),
         )
         if not 0.0 < card.cup_threshold < 1.0:
             raise ModelCardError(f"segment.cup_threshold must be in (0, 1), got {card.cup_threshold}")
         try:
             check_second_looks(card.second_looks)
+            check_second_looks(card.locator_looks, "locator_looks")
+            check_locator_view(card.locator_view)
         except ValueError as exc:
             raise ModelCardError(f"segment.{exc}") from None
         return card
 
     def to_dict(self) -> dict:
         return {"model": dataclasses.asdict(self.architecture), "crop": dataclasses.asdict(self.crop),
-                "cup_threshold": self.cup_threshold, "convex": self.convex, "second_looks": self.second_looks}
+                "cup_threshold": self.cup_threshold, "convex": self.convex, "second_looks": self.second_looks,
+                "locator_looks": self.locator_looks, "locator_view": self.locator_view}
 
 
 @dataclass(frozen=True)
@@ -223,7 +230,8 @@ class ModelCard:
         if self.segment is None:
             raise ModelCardError(f"{self.model_name}: a single-stage version has no second stage")
         return TwoStageConfig(self.preprocess, self.segment.crop, self.threshold, self.segment.cup_threshold,
-                              self.segment.convex, self.segment.second_looks)
+                              self.segment.convex, self.segment.second_looks, self.segment.locator_looks,
+                              self.segment.locator_view)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

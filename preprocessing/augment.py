@@ -31,7 +31,7 @@ class AugmentConfig:
     """Share of samples whose view beyond the photo's edges (a zoom-out, a shift) shows the photo's edge colours
     extended instead of black (the mask stays black there): trained only on a camera whose photo is barely larger
     than its disc, a locator otherwise learns "the disc is most of what the photo shows" and marks a whole fundus
-    photo as disc. None: the training job chooses from its data (`training_job.job.resolve_edge_augmentations`)."""
+    photo as disc. None: the training job chooses from its data (`training_job.job.resolve_format_choices`)."""
 
 
 def static_augment(images: np.ndarray, masks: np.ndarray, config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,9 @@ where this module takes a function), so all of them answer the same masks.
 
     stage 1  locate_input(rgb) -> 128 x 128 input, crop box, field of view (the paper's preprocessing)
              read_location(probability, box) -> Location     (centre, diameter, how sure)
+             relocate_input(rgb, location) -> input, box      (the locator's own second look: a square of
+             read_relocation(probability, box, previous)      `locator_view` located diameters, as many times
+                                                              as `locator_looks` says)
     stage 2  segment_input(rgb, location) -> crop input       (a square of `multiple` x diameter)
              refine(probability, square) -> Location | None  (the second look: recentre when the crop
                                                               shows the disc elsewhere or at another size)
@@ -25,13 +28,14 @@ from preprocessing.confidence import Confidence, FieldOfView, StageAgreement, as
 from preprocessing.disc_crop import (
     DiscCropConfig,
     SquareBox,
+    crop_resized,
     disc_center_and_diameter,
     prepare_crop,
     restore_inside,
 )
 from preprocessing.measurements import Laterality, Measurements, measure
 from preprocessing.postprocess import fill_holes, largest_component, postprocess_mask
-from preprocessing.transform import CropBox, PreprocessConfig, preprocess_image, restore_probability
+from preprocessing.transform import CropBox, PreprocessConfig, equalise, preprocess_image, restore_probability
 
 LocateFn = Callable[[np.ndarray], np.ndarray]  # N x 128 x 128 x 3 -> N x 128 x 128 x 1
 SegmentFn = Callable[[np.ndarray], np.ndarray]  # N x S x S x 3 -> N x S x S x 2 (disc, cup)
@@ -40,13 +44,22 @@ SECOND_LOOK_SHIFT = 0.12  # diameters: a crop this far off-centre is cut again a
 SECOND_LOOK_SCALE = (0.85, 1.18)  # stage 2's diameter over the crop's: outside this, cut again
 NO_DISC_DIAMETER = 0.15  # of the field of view's width: where to look when stage 1 finds nothing
 MAX_SECOND_LOOKS = 4
+LOCATOR_VIEW_RANGE = (1.1, 8.0)  # disc diameters across the locator's second look
 
 
-def check_second_looks(looks) -> int:
-    """`second_looks` as the card, the training config and the pipeline accept it: an integer 0 to 4."""
+def check_second_looks(looks, name: str = "second_looks") -> int:
+    """`second_looks` (or `locator_looks`) as the card, the training config and the pipeline accept it: an
+    integer 0 to 4."""
     if type(looks) is not int or not 0 <= looks <= MAX_SECOND_LOOKS:
-        raise ValueError(f"second_looks must be an integer 0 to {MAX_SECOND_LOOKS}, got {looks!r}")
+        raise ValueError(f"{name} must be an integer 0 to {MAX_SECOND_LOOKS}, got {looks!r}")
     return looks
+
+
+def check_locator_view(view) -> float:
+    if isinstance(view, bool) or not isinstance(view, int | float) or not (
+            LOCATOR_VIEW_RANGE[0] <= view <= LOCATOR_VIEW_RANGE[1]):
+        raise ValueError(f"locator_view must be a number of disc diameters in {LOCATOR_VIEW_RANGE}, got {view!r}")
+    return float(view)
 
 
 @dataclass(frozen=True)
@@ -63,9 +76,18 @@ class TwoStageConfig:
     second_looks: int = 1
     """How many times the crop may be cut again around what stage 2 saw. More than one lets a stage 2 trained on
     mis-sized crops walk a crop that stage 1 sized around the cup out to the whole disc."""
+    locator_looks: int = 0
+    """How many times stage 1 looks again, on a square of `locator_view` located diameters around where it last put
+    the disc, before stage 2's crop is cut. A locator trained on one photo format sees a camera's other format
+    at a scale it never learned (trained on disc-filled RIM-ONE views, it sized whole DRISHTI photos' discs 1.8x
+    too large); the square shows it the disc at the scale its training views had."""
+    locator_view: float = 1.5
+    """The second look's side in located disc diameters: the training views' width in disc diameters."""
 
     def __post_init__(self) -> None:
         check_second_looks(self.second_looks)
+        check_second_looks(self.locator_looks, "locator_looks")
+        check_locator_view(self.locator_view)
 
 
 @dataclass(frozen=True)
@@ -134,6 +156,22 @@ def read_location(probability: np.ndarray, box: CropBox, threshold: float = 0.5)
         candidates=int((areas >= 0.1 * areas.max()).sum()),
         mean_probability=float(small[component].mean()),
     )
+
+
+def relocate_input(rgb: np.ndarray, location: Location, config: TwoStageConfig) -> tuple[np.ndarray, CropBox]:
+    """Stage 1's input for its second look: the square of `locator_view` located diameters around `location`,
+    resized to stage 1's input and equalised as the whole image was (black beyond the photo's edges)."""
+    height, width = rgb.shape[:2]
+    square = SquareBox.around(height, width, location.center_x, location.center_y,
+                              config.locator_view * location.diameter)
+    box = CropBox(height, width, square.y0, square.y0 + square.side, square.x0, square.x0 + square.side)
+    return equalise(crop_resized(rgb, square, config.preprocess.size), config.preprocess), box
+
+
+def read_relocation(probability: np.ndarray, box: CropBox, previous: Location, config: TwoStageConfig) -> Location:
+    """Stage 1's second look -> the new location; the previous one when this look found no disc."""
+    location = read_location(probability, box, config.threshold)
+    return location if location.found else previous
 
 
 def square_for(location: Location, height: int, width: int, config: TwoStageConfig) -> SquareBox:
@@ -226,7 +264,12 @@ def segment_image(rgb: np.ndarray, locate: LocateFn, segment: SegmentFn, config:
     """The whole pipeline on one decoded image, with one function per model stage. `known_disc` replaces stage 1's
     location (the expert's disc: what stage 2 does when stage 1 is right, for measuring the stages apart)."""
     stage1 = locate_input(rgb, config)
-    located = known_disc or read_location(locate(stage1.input[None])[0], stage1.box, config.threshold)
+    located = known_disc
+    if located is None:
+        located = read_location(locate(stage1.input[None])[0], stage1.box, config.threshold)
+        for _ in range(config.locator_looks if located.found else 0):
+            view, box = relocate_input(rgb, located, config)
+            located = read_relocation(locate(view[None])[0], box, located, config)
     fov = stage1.fov
     crop, square = segment_input(rgb, located, config)
     probability = segment(crop[None])[0]

@@ -274,7 +274,14 @@ def in_process(version) -> InProcess:
     """The same steps the transformer runs for `version` (a `LoadedVersion`), with the version's own card."""
     from preprocessing.decode import decode_image
     from preprocessing.pipeline import prepare
-    from preprocessing.two_stage import locate_input, read_location, refine, segment_input
+    from preprocessing.two_stage import (
+        locate_input,
+        read_location,
+        read_relocation,
+        refine,
+        relocate_input,
+        segment_input,
+    )
     from serving.transformer.result import answer_single_stage, answer_two_stage
 
     card = version.card
@@ -295,12 +302,20 @@ def in_process(version) -> InProcess:
         each = pool.map if pool is not None else map
         first = version.predict(np.stack([stage1.input for _, stage1 in states]))
 
-        def cut(state, probability):
-            rgb, stage1 = state
-            located = read_location(probability, stage1.box, config.threshold)
-            return [located, stage1.fov, *segment_input(rgb, located, config)]
+        located = [read_location(probability, stage1.box, config.threshold) for (_, stage1), probability
+                   in zip(states, first, strict=True)]
+        looking = [i for i, location in enumerate(located) if location.found]
+        for _ in range(config.locator_looks if looking else 0):
+            views = list(each(lambda i: relocate_input(states[i][0], located[i], config), looking))
+            again = version.predict(np.stack([view for view, _ in views]))
+            for i, (_, box), probability in zip(looking, views, again, strict=True):
+                located[i] = read_relocation(probability, box, located[i], config)
 
-        looks = list(each(cut, states, first))  # [located, fov, crop, square]
+        def cut(state, location):
+            rgb, stage1 = state
+            return [location, stage1.fov, *segment_input(rgb, location, config)]
+
+        looks = list(each(cut, states, located))  # [located, fov, crop, square]
         probabilities = list(version.segment(np.stack([look[2] for look in looks])))
         finals = [look[0] for look in looks]
         squares = [look[3] for look in looks]

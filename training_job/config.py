@@ -19,7 +19,7 @@ from preprocessing.augment import AugmentConfig
 from preprocessing.disc_crop import DiscCropConfig
 from preprocessing.photometric import PhotometricConfig
 from preprocessing.transform import PreprocessConfig
-from preprocessing.two_stage import check_second_looks
+from preprocessing.two_stage import check_locator_view, check_second_looks
 from serving.rollout import DEFAULT_TOLERANCE
 
 
@@ -112,19 +112,37 @@ class SegmentStageConfig:
     crop: DiscCropConfig = field(default_factory=lambda: DiscCropConfig(multiple=1.75))
     """1.75 disc diameters: better than 2.5 on every set, the cup most, with a camera left out (docs/RESULTS.md,
     "What each stage-2 augmentation buys"); versions record theirs in the card."""
-    jitter: CropJitter = field(default_factory=CropJitter)
+    jitter: CropJitter | None = None
+    """None: the job chooses from its data (`training_job.job.resolve_format_choices`): WIDE_JITTER when every
+    training set is whole photos, else CropJitter(). Trained on whole photos alone, the locator sizes a disc-filled
+    camera's discs far off, and a stage 2 that has seen crops mis-sized x0.5-2 tells the second look where the disc
+    really is (drishti-gs1 -> rim-one-dl 0.830 -> 0.884 with `second_looks` 3; docs/RESULTS.md, "A stage 2 that
+    knows when the crop is wrong"). A disc-filled photo has no context for such crops (0.416 -> 0.303)."""
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     field_of_view: FieldOfViewAugment | None = None
-    """None: the training job chooses from its data (`training_job.job.resolve_edge_augmentations`): on
+    """None: the training job chooses from its data (`training_job.job.resolve_format_choices`): on
     (FIELD_OF_VIEW) when every training set has one photo format, off when whole photos and disc-filled ones are
     mixed. Trained on one instrument, stage 2 took the photo's edge for the disc's (from the expert crop across
     instruments 0.617 -> 0.893 and 0.478 -> 0.935 with it); beside both formats it cost an unseen camera 0.927 -> 0.907
     (docs/RESULTS.md, "The photo's edge is not the disc's")."""
-    second_looks: int = 1
-    """Serving's pipeline setting, written to the card (`preprocessing.two_stage.TwoStageConfig.second_looks`)."""
+    second_looks: int | None = None
+    """Serving's pipeline setting, written to the card (`preprocessing.two_stage.TwoStageConfig.second_looks`);
+    None: the job chooses (3 with WIDE_JITTER, else 1)."""
+    locator_looks: int | None = None
+    """Stage 1's own second looks, written to the card (`TwoStageConfig.locator_looks`); None: the job chooses
+    (LOCATOR_LOOKS when every training set is disc-filled photos: rim-one-dl -> drishti-gs1 0.416 -> 0.820 on the
+    selection split, else 0)."""
+    locator_view: float | None = None
+    """Their side in located disc diameters (`TwoStageConfig.locator_view`); None: the job's training views' width in
+    disc diameters."""
 
     def __post_init__(self) -> None:
-        check_second_looks(self.second_looks)
+        if self.second_looks is not None:
+            check_second_looks(self.second_looks)
+        if self.locator_looks is not None:
+            check_second_looks(self.locator_looks, "locator_looks")
+        if self.locator_view is not None:
+            check_locator_view(self.locator_view)
         if self.model.input_size != self.crop.size:
             raise ValueError(f"stage 2's U-Net input ({self.model.input_size}) must be the crop size ({self.crop.size})")
 
@@ -216,6 +234,11 @@ FIELD_OF_VIEW = FieldOfViewAugment(p=0.5, p_mirror=0.5)
 """Stage 2's `field_of_view` when the job finds one photo format only."""
 EXTEND_EDGES = 0.5
 """`extend_edges` when the job finds only disc-filled training photos."""
+WIDE_JITTER = CropJitter(scale=(0.5, 2.0))
+"""Stage 2's crop jitter when the job finds only whole photos (their context holds crops this far off)."""
+WIDE_JITTER_SECOND_LOOKS = 3
+LOCATOR_LOOKS = 2
+"""Stage 1's second looks when the job finds only disc-filled photos (2 and 4 looks scored alike: 0.820, 0.827)."""
 TIGHT_DISC_SHARE = 0.25
 """A training set whose median disc covers more than this share of stage 1's view photographs the disc region only
 (RIM-ONE DL: ~0.6; a whole DRISHTI photo: ~0.05)."""
@@ -240,7 +263,7 @@ def _build(cls, values: dict[str, Any], where: str):
                                    "field_of_view": FieldOfViewAugment}}.get(cls, {})
     for name, value in values.items():
         if name in nested:
-            if name in ("segment", "field_of_view") and value is None:  # None: no stage 2 / chosen by the job
+            if name in ("segment", "field_of_view", "jitter") and value is None:  # None: no stage 2 / chosen by the job
                 kwargs[name] = None
                 continue
             kwargs[name] = _build(nested[name], value or {}, f"{where}.{name}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import platform
 import tempfile
 import time
@@ -29,6 +30,7 @@ from fundus_seg.errors import EXIT_PUBLISH_REFUSED, FundusSegError, ModelReposit
 from fundus_seg.model_card import ModelCard
 from preprocessing.datasets import Samples
 from preprocessing.errors import DatasetError
+from preprocessing.two_stage import LOCATOR_VIEW_RANGE
 from serving.rollout import GateResult, compare_metrics
 from training_job import strategy
 from training_job.checkpoints import (
@@ -41,7 +43,11 @@ from training_job.config import (
     EXTEND_EDGES,
     FIELD_OF_VIEW,
     INCREMENTAL_EPOCHS,
+    LOCATOR_LOOKS,
     TIGHT_DISC_SHARE,
+    WIDE_JITTER,
+    WIDE_JITTER_SECOND_LOOKS,
+    CropJitter,
     FieldOfViewAugment,
     JobOptions,
     RunConfig,
@@ -93,8 +99,7 @@ class BaseVersion:
             segment = run.segment or SegmentStageConfig(train=dataclasses.replace(
                 SegmentStageConfig().train, epochs=INCREMENTAL_EPOCHS))
             updated = dataclasses.replace(updated, segment=dataclasses.replace(
-                segment, model=self.card.segment.architecture, crop=self.card.segment.crop,
-                second_looks=self.card.segment.second_looks))
+                segment, model=self.card.segment.architecture, crop=self.card.segment.crop))
         else:
             updated = dataclasses.replace(updated, segment=None)
         log.info("incremental: starting from version %d (%s, architecture %s)", self.version, updated.pipeline,
@@ -171,7 +176,8 @@ def test_metrics(model: keras.Model, run: RunConfig, datasets: list[Dataset | st
                 for d in datasets}
     from preprocessing.two_stage import TwoStageConfig
 
-    config = TwoStageConfig(run.preprocess, run.segment.crop, second_looks=run.segment.second_looks)
+    config = TwoStageConfig(run.preprocess, run.segment.crop, second_looks=run.segment.second_looks,
+                            locator_looks=run.segment.locator_looks, locator_view=run.segment.locator_view)
     segment = keras_predictor(segment_model)
     return {(d.name if names.count(d.name) == 1 else d.uri): evaluate_two_stage(predict, segment, d.folder, "test", config)
             for d in datasets}
@@ -272,22 +278,48 @@ def disc_shares(datasets: list[Samples]) -> dict[str, float]:
     return {d.name: float(np.median(d.masks.mean(axis=(1, 2, 3)))) for d in datasets}
 
 
-def resolve_edge_augmentations(run: RunConfig, shares: dict[str, float]) -> RunConfig:
-    """Fill in what the config leaves to the data (None): stage 1's `augment.extend_edges` is EXTEND_EDGES when every
-    training (and replay) set photographs the disc region only, else 0; stage 2's `field_of_view` is FIELD_OF_VIEW
-    when every set has the same format (all whole photos, or all disc-filled), else off. Mixed formats already show
-    both stages discs near and far from the photo's edge, and there the augmentations cost an unseen camera."""
+def resolve_format_choices(run: RunConfig, shares: dict[str, float]) -> RunConfig:
+    """Fill in what the config leaves to the data (None), from each training (and replay) set's photo format:
+    - stage 1's `augment.extend_edges`: EXTEND_EDGES when every set photographs the disc region only, else 0;
+    - stage 2's `field_of_view`: FIELD_OF_VIEW when every set has the same format, else off;
+    - stage 2's `jitter` and `second_looks`: WIDE_JITTER and 3 looks when every set is whole photos, else the
+      narrow default and 1;
+    - `locator_looks` / `locator_view`: LOCATOR_LOOKS on a view as wide (in disc diameters) as the training views
+      when every set is disc-filled, else none.
+    Mixed formats already show both stages discs near and far from the photo's edge and at both scales; there the
+    augmentations cost an unseen camera (docs/RESULTS.md, "The photo's edge is not the disc's")."""
     tight = {share > TIGHT_DISC_SHARE for share in shares.values()}
     described = ", ".join(f"{name} {share:.2f}" for name, share in shares.items())
     if run.augment.extend_edges is None:
         extend = EXTEND_EDGES if tight == {True} else 0.0
         log.info("stage 1: extend_edges %s (median disc share of the view: %s)", extend, described)
         run = dataclasses.replace(run, augment=dataclasses.replace(run.augment, extend_edges=extend))
-    if run.segment is not None and run.segment.field_of_view is None:
-        field = FIELD_OF_VIEW if len(tight) == 1 else FieldOfViewAugment()
-        log.info("stage 2: field of view %s (median disc share of the view: %s)", field, described)
-        run = dataclasses.replace(run, segment=dataclasses.replace(run.segment, field_of_view=field))
-    return run
+    if run.segment is None:
+        return run
+    segment = run.segment
+    if segment.field_of_view is None:
+        segment = dataclasses.replace(segment, field_of_view=FIELD_OF_VIEW if len(tight) == 1 else FieldOfViewAugment())
+    whole = tight == {False}
+    if segment.jitter is None:
+        segment = dataclasses.replace(segment, jitter=WIDE_JITTER if whole else CropJitter())
+    if segment.second_looks is None:
+        segment = dataclasses.replace(segment, second_looks=WIDE_JITTER_SECOND_LOOKS if whole else 1)
+    if segment.locator_looks is None:
+        segment = dataclasses.replace(segment, locator_looks=LOCATOR_LOOKS if tight == {True} else 0)
+    if segment.locator_view is None:
+        segment = dataclasses.replace(segment, locator_view=view_width(shares.values()))
+    log.info("stage 2: field of view %s, jitter %s, second looks %d; stage 1: %d second looks on %.2f diameters "
+             "(median disc share of the view: %s)", segment.field_of_view, segment.jitter, segment.second_looks,
+             segment.locator_looks, segment.locator_view, described)
+    return dataclasses.replace(run, segment=segment)
+
+
+def view_width(shares) -> float:
+    """How many disc diameters across a square view is whose disc covers the median of `shares` (pi d^2 / 4 of
+    a side-1 square), within the range `locator_view` accepts."""
+    share = float(np.median(list(shares))) if shares else 0.0
+    width = math.sqrt(math.pi / (4.0 * share)) if share > 0 else LOCATOR_VIEW_RANGE[1]
+    return round(min(max(width, LOCATOR_VIEW_RANGE[0]), LOCATOR_VIEW_RANGE[1]), 2)
 
 
 def run_training(
@@ -325,7 +357,7 @@ def run_training(
     require_test_split(scored)
     datasets = [d.load("train", run.preprocess) for d in training_sets]
     replay = [d.load("train", run.preprocess) for d in replay_sets]
-    run = resolve_edge_augmentations(run, disc_shares([*datasets, *replay]))
+    run = resolve_format_choices(run, disc_shares([*datasets, *replay]))
 
     description = {
         "run": run.to_dict(),

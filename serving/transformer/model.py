@@ -49,7 +49,16 @@ from preprocessing.disc_crop import SquareBox
 from preprocessing.errors import ImageDecodeError
 from preprocessing.pipeline import prepare
 from preprocessing.transform import CropBox, PreprocessConfig
-from preprocessing.two_stage import Location, TwoStageConfig, locate_input, read_location, refine, segment_input
+from preprocessing.two_stage import (
+    Location,
+    TwoStageConfig,
+    locate_input,
+    read_location,
+    read_relocation,
+    refine,
+    relocate_input,
+    segment_input,
+)
 from serving.transformer import metrics
 from serving.transformer.budget import Budget, BudgetExhausted
 from serving.transformer.codec import (
@@ -434,7 +443,16 @@ class FundusTransformer(Model):
                 image.probability = p
             return
         pinned = str(first.version) if first.version is not None else work.served.target
-        await asyncio.gather(*(self._first_crop(work, i, p) for i, p in enumerate(probability)))
+        config = work.served.two_stage
+        for i, p in enumerate(probability):
+            work.images[i].located = read_location(p, work.images[i].box, config.threshold)
+        looking = [i for i, image in enumerate(work.images) if image.located.found]
+        for _ in range(config.locator_looks if looking else 0):
+            views = await asyncio.gather(*(self._relocation_view(work, i) for i in looking))
+            again = await self.predictor.predict(np.stack([view for view, _ in views]), pinned, SERVING_SIGNATURE)
+            for i, (_, box), p in zip(looking, views, _checked(again, len(looking), 1, "stage 1"), strict=True):
+                work.images[i].located = read_relocation(p, box, work.images[i].located, config)
+        await asyncio.gather(*(self._first_crop(work, i) for i in range(len(work.images))))
         pending = list(range(len(work.images)))
         probability = await self._segment(work, pending, pinned)
         for _ in range(work.served.two_stage.second_looks):
@@ -455,10 +473,18 @@ class FundusTransformer(Model):
             work.images[i].probability, work.images[i].crop = p, None
         return probability
 
-    async def _first_crop(self, work: Work, index: int, probability: np.ndarray) -> None:
-        """Where stage 1 put the disc, how the field of view looks, and the crop around the disc."""
+    async def _relocation_view(self, work: Work, index: int) -> tuple[np.ndarray, CropBox]:
+        """Stage 1's second look at one image: the square around where it last put the disc."""
         image, config = work.images[index], work.served.two_stage
-        image.located = read_location(probability, image.box, config.threshold)
+        if image.rgb is not None:
+            return await self._in_pool(relocate_input, image.rgb, image.located, config)
+        async with self._pixels(image.pixels):  # not kept (the retained budget was full): decode it again
+            return await self._in_pool(_decode_and_relocate, work.batch.images[index], image.located, config,
+                                       self.config.decode_limits)
+
+    async def _first_crop(self, work: Work, index: int) -> None:
+        """The crop around where stage 1 (after its own looks) put the disc."""
+        image = work.images[index]
         image.second_look, image.final = False, image.located
         image.crop, image.square = await self._cut(work, index, image.located)
 
@@ -540,6 +566,10 @@ def _decode_and_locate_input(data: bytes, config: TwoStageConfig, limits: Decode
 
 def _decode_and_cut(data: bytes, location: Location, config: TwoStageConfig, limits: DecodeLimits):
     return segment_input(decode_image(data, limits), location, config)
+
+
+def _decode_and_relocate(data: bytes, location: Location, config: TwoStageConfig, limits: DecodeLimits):
+    return relocate_input(decode_image(data, limits), location, config)
 
 
 def _checked(result: PredictResult, count: int, channels: int, stage: str) -> np.ndarray:

@@ -112,25 +112,45 @@ def test_the_sampler_mirrors_with_its_probability():
     assert dark(black) > 0.2 and dark(mirrored) < 0.01
 
 
-def test_the_job_chooses_the_edge_augmentations_from_the_training_photos_formats():
-    """Extended edges for the locator only when every training set is disc-filled photos; stage 2's field of view
-    when every set has one format; neither when both formats are mixed; a value set in the config is kept."""
+def test_the_job_chooses_from_the_training_photos_formats():
+    """Extended edges and the locator's own second looks (on a view as wide as the training views) only when every
+    training set is disc-filled photos; stage 2's wide jitter with 3 second looks only when every set is whole
+    photos; stage 2's field of view when every set has one format; none of them when both formats are mixed; a
+    value set in the config is kept."""
     from preprocessing.datasets import load_split
-    from training_job.config import EXTEND_EDGES, FIELD_OF_VIEW, LOCATOR_AUGMENT, RunConfig
-    from training_job.job import disc_shares, resolve_edge_augmentations
+    from training_job.config import (
+        EXTEND_EDGES,
+        FIELD_OF_VIEW,
+        LOCATOR_AUGMENT,
+        LOCATOR_LOOKS,
+        WIDE_JITTER,
+        CropJitter,
+        RunConfig,
+    )
+    from training_job.job import disc_shares, resolve_format_choices
 
-    shares = disc_shares([load_split(DRISHTI, "test"), load_split(RIM_ONE, "test")])
+    shares = disc_shares([load_split(DRISHTI, "train"), load_split(RIM_ONE, "train")])
     assert shares["drishti-gs1"] < 0.1 < 0.4 < shares["rim-one-dl"]
     whole, tight = {"drishti-gs1": shares["drishti-gs1"]}, {"rim-one-dl": shares["rim-one-dl"]}
     run = RunConfig(augment=LOCATOR_AUGMENT, segment=SegmentStageConfig())
     assert LOCATOR_AUGMENT.extend_edges is None and SegmentStageConfig().field_of_view is None  # left to the data
-    only_tight = resolve_edge_augmentations(run, tight)
+    only_tight = resolve_format_choices(run, tight)
     assert only_tight.augment.extend_edges == EXTEND_EDGES and only_tight.segment.field_of_view == FIELD_OF_VIEW
-    only_whole = resolve_edge_augmentations(run, whole)
+    assert only_tight.segment.jitter == CropJitter() and only_tight.segment.second_looks == 1
+    assert only_tight.segment.locator_looks == LOCATOR_LOOKS
+    assert 1.1 <= only_tight.segment.locator_view <= 1.3  # a RIM-ONE DL photo is ~1.15 disc diameters across
+    only_whole = resolve_format_choices(run, whole)
     assert only_whole.augment.extend_edges == 0.0 and only_whole.segment.field_of_view == FIELD_OF_VIEW
-    mixed = resolve_edge_augmentations(run, shares)
+    assert only_whole.segment.jitter == WIDE_JITTER and only_whole.segment.second_looks == 3
+    assert only_whole.segment.locator_looks == 0
+    assert 3.0 <= only_whole.segment.locator_view <= 5.0  # a cropped DRISHTI photo: ~4 disc diameters across
+    mixed = resolve_format_choices(run, shares)
     assert mixed.augment.extend_edges == 0.0 and mixed.segment.field_of_view == FieldOfViewAugment()  # off
+    assert mixed.segment.jitter == CropJitter() and mixed.segment.second_looks == 1
+    assert mixed.segment.locator_looks == 0
     chosen = dataclasses.replace(run, augment=dataclasses.replace(LOCATOR_AUGMENT, extend_edges=0.3),
-                                 segment=dataclasses.replace(run.segment, field_of_view=FieldOfViewAugment(p=0.2)))
-    assert resolve_edge_augmentations(chosen, tight) == chosen
+                                 segment=dataclasses.replace(run.segment, field_of_view=FieldOfViewAugment(p=0.2),
+                                                             jitter=CropJitter(shift=0.1), second_looks=2,
+                                                             locator_looks=1, locator_view=2.0))
+    assert resolve_format_choices(chosen, tight) == chosen
     assert run_config_from_dict(run.to_dict()) == run  # None survives a round trip (a resumed job decides again)
