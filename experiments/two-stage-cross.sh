@@ -6,7 +6,7 @@
 # extended edges for the rim-one-dl one, neither for the incremental run (rim-one-dl + drishti-gs1 replay: mixed
 # formats). docs/RESULTS.md, "Two-stage across instruments".
 export TF_CPP_MIN_LOG_LEVEL=2
-D=../shared/data/drishti-gs1; R=../shared/data/rim-one-dl; T=runs/cross
+D=../shared/data/drishti-gs1; R=../shared/data/rim-one-dl; T=${T:-runs/cross}
 BUDGET="--pipeline two-stage --depth 6 --width 16 --ir 1.4 --epochs 6 --steps-per-epoch 25 --batch-size 32 --lr 0.002 --schedule cosine --seed 0 --segment-epochs 6 --segment-steps-per-epoch 50"
 mkdir -p runs/logs
 run() { name=$1; shift; echo "== $name: python -m training_job $*"; /usr/bin/time -f "$name wall %e s" .venv/bin/python -m training_job "$@" > runs/logs/$name.log 2>&1; tail -1 runs/logs/$name.log; }
