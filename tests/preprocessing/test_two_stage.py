@@ -198,3 +198,39 @@ def test_the_pipelines_masks_are_measured_as_given_with_the_same_figures():
     image, _, _ = fundus_with_cup()
     answer = segment_image(image, locate, segment, TwoStageConfig(), "R")
     assert measure(answer.disc, answer.cup, "R") == answer.measurements  # cleaning them again changes nothing
+
+
+def test_the_locator_looks_again_at_the_disc_at_the_scale_it_was_trained_on():
+    """A stand-in for a locator trained on disc-filled photos only: on a whole photo (the disc a small share of its
+    view) it marks a blob ~1.8x the disc's diameter; where the disc fills its view, the disc itself."""
+    image, disc, _ = fundus_with_cup(radius=45)
+    *_, true_diameter = disc_center_and_diameter(disc)
+    calls = []
+
+    def disc_filled_locator(batch):
+        calls.append(len(batch))
+        found = locate(batch)
+        out = []
+        for view in found:
+            if view.mean() < 0.2:  # a whole photo: the disc it has never seen this small comes out too large
+                view = cv2.dilate(view[..., 0], np.ones((13, 13), np.uint8))[..., None]
+            out.append(view)
+        return np.stack(out)
+
+    once = segment_image(image, disc_filled_locator, segment, TwoStageConfig(second_looks=0))
+    assert once.located.diameter / true_diameter > 1.5 and len(calls) == 1
+    calls.clear()
+    config = TwoStageConfig(second_looks=0, locator_looks=2, locator_view=1.5)
+    again = segment_image(image, disc_filled_locator, segment, config)
+    assert again.located.diameter / true_diameter == pytest.approx(1.0, abs=0.1) and len(calls) == 3
+    assert again.located.center_x == pytest.approx(500, abs=3) and again.located.center_y == pytest.approx(280, abs=3)
+    assert dice(again.disc, disc) > dice(once.disc, disc) and dice(again.disc, disc) > 0.95
+
+    calls.clear()
+    nothing = segment_image(image, lambda batch: (calls.append(len(batch)), np.zeros(batch.shape[:-1] + (1,),
+                                                                                      np.float32))[1], segment, config)
+    assert not nothing.located.found and len(calls) == 1  # nothing found: no second look at a guess
+    assert "no_disc_located" in nothing.confidence.reasons and nothing.confidence.low
+    for wrong in ({"locator_looks": 5}, {"locator_looks": 1.0}, {"locator_view": 0.5}, {"locator_view": 20}):
+        with pytest.raises(ValueError, match=next(iter(wrong))):
+            TwoStageConfig(**wrong)

@@ -183,11 +183,12 @@ def test_a_version_swapped_out_mid_request_is_asked_again_and_prepared_again(ima
 # -- two-stage versions ---------------------------------------------------------------------------
 
 
-def two_stage_card(second_looks: int = 1) -> str:
+def two_stage_card(second_looks: int = 1, locator_looks: int = 0) -> str:
     from fundus_seg.model_card import ModelCard, SegmentCard
     from training_job.config import UNetConfig
 
-    return ModelCard("optic-disc", UNetConfig(), segment=SegmentCard(UNetConfig(), second_looks=second_looks)).to_json()
+    return ModelCard("optic-disc", UNetConfig(), segment=SegmentCard(UNetConfig(), second_looks=second_looks,
+                                                                     locator_looks=locator_looks)).to_json()
 
 
 def masks_of(prediction: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -218,6 +219,23 @@ def test_two_stage_one_batched_call_per_stage_pinned_to_one_version(image_bytes)
         assert prediction["pipeline"] == "two-stage" and prediction["model_version"] == 5
     assert model.pixels.used == 0 and model.retained.used == 0  # every budget given back
     json.dumps(predictions)
+
+
+def test_the_locators_own_looks_are_batched_stage_1_calls_and_answer_as_the_shared_pipeline(image_bytes):
+    from preprocessing.two_stage import TwoStageConfig, segment_image
+    from tests.serving.helpers import crop_probability
+
+    model, fake = make(versions=[5], cards={5: two_stage_card(locator_looks=2)})
+    predictions = call(model, v1(image_bytes, image_bytes))["predictions"]
+    assert fake.signatures == ["serving_default"] * 3 + ["segment"]  # two more looks of stage 1, both images each
+    assert [shape[0] for shape, _ in fake.calls] == [2, 2, 2, 2] and {v for _, v in fake.calls} == {"5"}
+    expected = segment_image(decode_image(image_bytes), lambda x: disc_probability()[None],
+                             lambda x: crop_probability()[None], TwoStageConfig(locator_looks=2))
+    for prediction in predictions:
+        disc, cup = masks_of(prediction)
+        assert np.array_equal(disc, expected.disc) and np.array_equal(cup, expected.cup)
+        assert prediction["confidence"] == expected.confidence.to_dict()
+    assert model.pixels.used == 0 and model.retained.used == 0
 
 
 def test_single_stage_answers_in_the_same_form(image_bytes):

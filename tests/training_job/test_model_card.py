@@ -52,6 +52,9 @@ def test_round_trip_keeps_what_it_does_not_model():
     ({"base_version": "first"}, "unusable model card"),
     ({"config": {"segment": {"second_looks": 9}}}, "second_looks"),
     ({"config": {"segment": {"second_looks": "two"}}}, "second_looks"),
+    ({"config": {"segment": {"locator_looks": 9}}}, "locator_looks"),
+    ({"config": {"segment": {"locator_view": 0.2}}}, "locator_view"),
+    ({"config": {"segment": {"locator_view": "wide"}}}, "locator_view"),
 ])
 def test_unusable_cards_are_refused(document, message):
     with pytest.raises(ModelCardError, match=message):
@@ -67,3 +70,15 @@ def test_a_two_stage_card_says_how_many_looks_its_pipeline_takes():
     older = card.to_dict()
     older["config"]["segment"].pop("second_looks")  # a version published before the setting: one look, as then
     assert ModelCard.from_dict(older).two_stage().second_looks == 1
+
+
+def test_a_two_stage_card_says_whether_its_locator_looks_again():
+    from fundus_seg.model_card import SegmentCard
+
+    card = ModelCard("optic-disc", UNetConfig(), segment=SegmentCard(UNetConfig(), locator_looks=2, locator_view=1.14))
+    pipeline = ModelCard.from_json(card.to_json()).two_stage()
+    assert (pipeline.locator_looks, pipeline.locator_view) == (2, 1.14)
+    older = card.to_dict()
+    for key in ("locator_looks", "locator_view"):
+        older["config"]["segment"].pop(key)  # versions 1-3: published before it, their locator looks once
+    assert ModelCard.from_dict(older).two_stage().locator_looks == 0
