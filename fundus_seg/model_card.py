@@ -92,9 +92,9 @@ class SegmentCard:
             crop=DiscCropConfig(**_known(DiscCropConfig, document.get("crop") or {})),
             cup_threshold=_number(document.get("cup_threshold", DEFAULT_THRESHOLD), "segment.cup_threshold"),
             convex=bool(document.get("convex", True)),
-            second_looks=document.get("second_looks", 1),
-            locator_looks=document.get("locator_looks", 0),
-            locator_view=document.get("locator_view", 1.5),
+            second_looks=_given(document, "second_looks", 1),  # null: a run config the job had yet to resolve
+            locator_looks=_given(document, "locator_looks", 0),
+            locator_view=_given(document, "locator_view", 1.5),
         )
         if not 0.0 < card.cup_threshold < 1.0:
             raise ModelCardError(f"segment.cup_threshold must be in (0, 1), got {card.cup_threshold}")
@@ -244,6 +244,11 @@ _OWN_KEYS = {"model_name", "pipeline", "architecture", "threshold", "mode", "bas
 def _known(kind: type, values: dict) -> dict:
     names = {f.name for f in dataclasses.fields(kind)}
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
+
+
+def _given(document: dict, key: str, default: Any) -> Any:
+    value = document.get(key)
+    return default if value is None else value
 
 
 def _maybe_number(value: Any) -> float | None:
