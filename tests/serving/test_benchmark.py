@@ -251,3 +251,34 @@ def test_the_floor_takes_as_many_looks_as_the_card_allows():
             if image is big:
                 big_dice[looks] = dice(mask, truth)
     assert big_dice[3] > 0.95 > 0.8 > big_dice[1]
+
+
+def test_the_floor_takes_the_locators_own_looks_as_the_shared_pipeline_does():
+    """A card with `locator_looks`: the floor runs stage 1 again on the square around each located disc and answers
+    the very masks the shared pipeline does (the locator a stand-in that oversizes small discs)."""
+    import cv2
+    import numpy as np
+
+    from fundus_seg.model_card import ModelCard, SegmentCard
+    from preprocessing.two_stage import segment_image
+    from tests.preprocessing.test_two_stage import fundus_with_cup, locate, segment
+    from training_job.config import UNetConfig
+
+    calls = []
+
+    def disc_filled_locator(batch):
+        calls.append(len(batch))
+        return np.stack([cv2.dilate(view[..., 0], np.ones((13, 13), np.uint8))[..., None] if view.mean() < 0.2
+                         else view for view in locate(batch)])
+
+    images = [fundus_with_cup()[0], fundus_with_cup(radius=60, cup_radius=25)[0]]
+    data = [cv2.imencode(".png", image[..., ::-1])[1].tobytes() for image in images]
+    card = ModelCard("optic-disc", UNetConfig(), segment=SegmentCard(UNetConfig(), locator_looks=2, locator_view=1.5))
+    steps = benchmark.in_process(SimpleNamespace(card=card, predict=disc_filled_locator, segment=segment))
+    states = [steps.prepare(d) for d in data]
+    answers = [steps.finish(s, out) for s, out in zip(states, steps.model(states, None), strict=True)]
+    assert calls == [2, 2, 2]  # stage 1 on both images, then two looks, each one batch
+    for image, answer in zip(images, answers, strict=True):
+        expected = segment_image(image, disc_filled_locator, segment, card.two_stage())
+        mask = cv2.imdecode(np.frombuffer(answer.mask_png, np.uint8), cv2.IMREAD_GRAYSCALE) > 0
+        assert np.array_equal(mask, expected.disc) and answer.confidence == expected.confidence.to_dict()
