@@ -20,18 +20,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def locations(locate, folder: str, config, split: str = "test") -> dict:
-    """Stage 1's location against the expert disc on every test image: counts of the ways it goes wrong."""
+    """Stage 1's location (after its own looks, if the config has them) against the expert disc on every image of
+    the split: counts of the ways it goes wrong."""
     import math
 
     from preprocessing.datasets import read_manifest
     from preprocessing.decode import decode_image, decode_mask
     from preprocessing.disc_crop import disc_center_and_diameter
-    from preprocessing.two_stage import locate_input, read_location
+    from preprocessing.two_stage import locate_again, locate_input, read_location
 
     ratios, shifts = [], []
     for record in (r for r in read_manifest(folder) if r.split == split):
-        stage1 = locate_input(decode_image(record.image.read_bytes()), config)
-        located = read_location(locate(stage1.input[None])[0], stage1.box, config.threshold)
+        rgb = decode_image(record.image.read_bytes())
+        stage1 = locate_input(rgb, config)
+        [located] = locate_again([rgb], [read_location(locate(stage1.input[None])[0], stage1.box, config.threshold)],
+                                 locate, config)  # with --locator-looks: after the locator's own looks
         x, y, diameter = disc_center_and_diameter(decode_mask(record.disc_mask.read_bytes()))
         ratios.append(located.diameter / diameter)
         shifts.append(math.hypot(located.center_x - x, located.center_y - y) / diameter)

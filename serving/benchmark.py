@@ -274,14 +274,7 @@ def in_process(version) -> InProcess:
     """The same steps the transformer runs for `version` (a `LoadedVersion`), with the version's own card."""
     from preprocessing.decode import decode_image
     from preprocessing.pipeline import prepare
-    from preprocessing.two_stage import (
-        locate_input,
-        read_location,
-        read_relocation,
-        refine,
-        relocate_input,
-        segment_input,
-    )
+    from preprocessing.two_stage import locate_again, locate_input, read_location, refine, segment_input
     from serving.transformer.result import answer_single_stage, answer_two_stage
 
     card = version.card
@@ -302,14 +295,10 @@ def in_process(version) -> InProcess:
         each = pool.map if pool is not None else map
         first = version.predict(np.stack([stage1.input for _, stage1 in states]))
 
-        located = [read_location(probability, stage1.box, config.threshold) for (_, stage1), probability
-                   in zip(states, first, strict=True)]
-        looking = [i for i, location in enumerate(located) if location.found]
-        for _ in range(config.locator_looks if looking else 0):
-            views = list(each(lambda i: relocate_input(states[i][0], located[i], config), looking))
-            again = version.predict(np.stack([view for view, _ in views]))
-            for i, (_, box), probability in zip(looking, views, again, strict=True):
-                located[i] = read_relocation(probability, box, located[i], config)
+        located = locate_again([rgb for rgb, _ in states],
+                               [read_location(probability, stage1.box, config.threshold)
+                                for (_, stage1), probability in zip(states, first, strict=True)],
+                               version.predict, config, each)
 
         def cut(state, location):
             rgb, stage1 = state

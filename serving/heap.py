@@ -3,8 +3,8 @@ cyclic garbage collector should stop walking it.
 
 A full (generation 2) collection walks every tracked object and holds the GIL while it does. In the predictor,
 TensorFlow's import alone is most of the heap: loading a new version allocates enough to trigger one, and
-that collection stalled every request for 0.4-0.6 s on 2 cores in the middle of a hot swap
-(`experiments/swap_gc_pause.py`). `gc.freeze()` moves what exists into the permanent generation, which
+that collection stalled every request for 348 ms on 2 cores in the middle of a hot swap, 69 ms once frozen
+(`experiments/swap_gc_pause.py`, docs/BENCHMARKS.md). `gc.freeze()` moves what exists into the permanent generation, which
 collections skip (CPython's advice for servers, and Instagram's); everything allocated later (model versions,
 requests) is collected as before, so an unloaded version is still freed.
 """

@@ -19,7 +19,7 @@ from preprocessing.augment import AugmentConfig
 from preprocessing.disc_crop import DiscCropConfig
 from preprocessing.photometric import PhotometricConfig
 from preprocessing.transform import PreprocessConfig
-from preprocessing.two_stage import check_locator_view, check_second_looks
+from preprocessing.two_stage import TwoStageConfig, check_locator_view, check_second_looks
 from serving.rollout import DEFAULT_TOLERANCE
 
 
@@ -145,6 +145,12 @@ class SegmentStageConfig:
             check_locator_view(self.locator_view)
         if self.model.input_size != self.crop.size:
             raise ValueError(f"stage 2's U-Net input ({self.model.input_size}) must be the crop size ({self.crop.size})")
+
+    def pipeline(self, preprocess: PreprocessConfig) -> TwoStageConfig:
+        """The serving pipeline's settings this stage 2 is scored with before publishing (the card's
+        `ModelCard.two_stage()` once published); call after the job resolved what was left at None."""
+        return TwoStageConfig(preprocess, self.crop, second_looks=self.second_looks, locator_looks=self.locator_looks,
+                              locator_view=self.locator_view)
 
 
 MODES = ("full", "incremental")

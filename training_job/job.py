@@ -174,10 +174,7 @@ def test_metrics(model: keras.Model, run: RunConfig, datasets: list[Dataset | st
     if segment_model is None:
         return {(d.name if names.count(d.name) == 1 else d.uri): evaluate(predict, d.folder, "test", run.preprocess)
                 for d in datasets}
-    from preprocessing.two_stage import TwoStageConfig
-
-    config = TwoStageConfig(run.preprocess, run.segment.crop, second_looks=run.segment.second_looks,
-                            locator_looks=run.segment.locator_looks, locator_view=run.segment.locator_view)
+    config = run.segment.pipeline(run.preprocess)
     segment = keras_predictor(segment_model)
     return {(d.name if names.count(d.name) == 1 else d.uri): evaluate_two_stage(predict, segment, d.folder, "test", config)
             for d in datasets}
