@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--stage2", required=True)
     parser.add_argument("--data", required=True, help="dataset folders, comma-separated (their test split)")
     parser.add_argument("--multiple", type=float, default=1.75, help="the crop multiple stage 2 was trained with")
+    parser.add_argument("--size", type=int, default=128, help="the crop side (stage 2's input) stage 2 was trained with")
     parser.add_argument("--second-looks", type=int, default=1)
     parser.add_argument("--locator-looks", type=int, default=0, help="stage 1's own second looks (TwoStageConfig)")
     parser.add_argument("--locator-view", type=float, default=1.5, help="their side, in located disc diameters")
@@ -73,14 +74,14 @@ def main() -> None:
     stage1 = keras.models.load_model(args.stage1, compile=False)
     stage2 = keras.models.load_model(args.stage2, compile=False)
     locate, segment = keras_predictor(stage1), keras_predictor(stage2)
-    config = TwoStageConfig(crop=DiscCropConfig(multiple=args.multiple), second_looks=args.second_looks,
+    config = TwoStageConfig(crop=DiscCropConfig(multiple=args.multiple, size=args.size), second_looks=args.second_looks,
                             locator_looks=args.locator_looks, locator_view=args.locator_view)
     for folder in args.data.split(","):
         if args.locations:
             print(json.dumps({"label": args.label, "data": Path(folder).name, "split": args.split, **locations(locate, folder, config, args.split)}))
             continue
         scores = evaluate_two_stage(locate, segment, folder, args.split, config, oracle=args.oracle)
-        brief = {"label": args.label, "data": Path(folder).name, "split": args.split, "oracle": args.oracle, "looks": args.second_looks,
+        brief = {"label": args.label, "data": Path(folder).name, "split": args.split, "oracle": args.oracle, "size": args.size, "looks": args.second_looks,
                  "locator_looks": args.locator_looks, "locator_view": args.locator_view, "n": scores["n"],
                  "disc": scores["dice_mean"], "disc_min": scores["dice_min"], "rrp": scores["rrp"],
                  "cup": scores["cup"]["dice_mean"], "flagged": scores["flagged"]["n"],

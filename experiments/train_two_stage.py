@@ -66,7 +66,9 @@ def stage2(args) -> None:
     jitter = {k: v for k, v in (("scale", args.jitter_scale), ("shift", args.jitter_shift)) if v is not None}
     config = SegmentStageConfig(train=TrainConfig(epochs=args.epochs or 30, steps_per_epoch=args.steps or 200,
                                                   batch_size=16, learning_rate=1e-3, seed=args.seed),
-                                crop=dataclasses.replace(defaults.crop, **({"multiple": args.multiple} if args.multiple else {})),
+                                model=dataclasses.replace(defaults.model, input_size=args.size or defaults.model.input_size),
+                                crop=dataclasses.replace(defaults.crop, **({"multiple": args.multiple} if args.multiple else {}),
+                                                         size=args.size or defaults.crop.size),
                                 jitter=dataclasses.replace(CropJitter(), **jitter) if jitter else None,
                                 photometric=dataclasses.replace(defaults.photometric, **json.loads(args.photometric)),
                                 field_of_view=None if args.field_of_view is None and args.mirror is None else
@@ -184,6 +186,8 @@ def main() -> None:
                         "colours beyond its edges instead of black")
     parser.add_argument("--multiple", type=float, help="stage 2: crop side / disc diameter (default SegmentStageConfig's, "
                         "1.75; version 2 was trained with 2.5)")
+    parser.add_argument("--size", type=int, help="stage 2: the crop's side in pixels, which is stage 2's U-Net input "
+                        "(default SegmentStageConfig's, 128; a multiple of 2**depth = 64)")
     parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")),
                         help="stage 2: LOW,HIGH factor of the located diameter's error (default CropJitter's)")
     parser.add_argument("--jitter-shift", type=float, help="stage 2: centre error, in diameters (default CropJitter's)")
