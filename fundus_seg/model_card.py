@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from training_job.config import TrainConfig, UNetConfig
 
 DEFAULT_THRESHOLD = 0.5
+INPUT_DTYPES = ("uint8", "float32")  # a version's `images` dtype (fundus_seg.model_repository); new versions: the first
 
 
 class ModelCardError(ValueError):
@@ -132,6 +133,9 @@ class ModelCard:
     test_metrics: dict[str, Scores] = field(default_factory=dict)
     segment: SegmentCard | None = None
     """Stage 2 of a two-stage version; None: the paper's single-stage model (stage 1 alone)."""
+    input_dtype: str = "float32"
+    """The dtype of the signatures' `images` (`fundus_seg.model_repository`): uint8 for versions published since it
+    existed, float32 (a card that does not say) before."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     """Everything else the version records (training settings, lineage, accelerator ...), as written."""
 
@@ -172,12 +176,15 @@ class ModelCard:
                 forced=bool(document.get("forced", False)),
                 test_metrics=metrics,
                 segment=SegmentCard.from_dict(segment) if isinstance(segment, dict) else None,
+                input_dtype=str(_given(document, "input_dtype", "float32")),
                 extra={k: v for k, v in document.items() if k not in _OWN_KEYS},
             )
         except (TypeError, ValueError) as exc:
             raise ModelCardError(f"unusable model card: {exc}") from None
         if not 0.0 < card.threshold < 1.0:
             raise ModelCardError(f"threshold must be in (0, 1), got {card.threshold}")
+        if card.input_dtype not in INPUT_DTYPES:
+            raise ModelCardError(f"input_dtype must be one of {', '.join(INPUT_DTYPES)}, got {card.input_dtype!r}")
         return card
 
     @classmethod
@@ -211,6 +218,7 @@ class ModelCard:
             "data": list(self.data),
             "seen_data": list(self.seen_data),
             "training_seconds": self.training_seconds,
+            "input_dtype": self.input_dtype,
             **({"trainable_params": self.trainable_params} if self.trainable_params is not None else {}),
             **({"replay": {**(self.extra.get("replay") or {}), "fraction": self.replay_fraction,
                            "data": list(self.replay_data)}} if self.replay_fraction else {}),
@@ -238,7 +246,7 @@ class ModelCard:
 
 
 _OWN_KEYS = {"model_name", "pipeline", "architecture", "threshold", "mode", "base_version", "run_id", "data", "seen_data",
-             "training_seconds", "trainable_params", "forced", "test_metrics"}
+             "training_seconds", "trainable_params", "forced", "test_metrics", "input_dtype"}
 
 
 def _known(kind: type, values: dict) -> dict:

@@ -6,11 +6,14 @@ A repository is ``<repo>/<model>/<version>/`` (TF Serving's layout) on a local f
 incremental training) and ``metrics.json`` (its model card, `fundus_seg.model_card`). The
 SavedModel's signatures are the contract with every predictor:
 
-* ``serving_default``: input ``images`` float32 N x S x S x 3 (preprocessed), output
-  ``disc_probability`` float32 N x S x S x 1;
+* ``serving_default``: input ``images`` N x S x S x 3 (preprocessed), output
+  ``disc_probability`` float32 N x S x S x 1. ``images`` is of the card's ``input_dtype``: ``uint8``
+  (the equalised bytes, scaled by 1/255 inside the graph: a quarter of float32's bytes on every hop,
+  and exact, since the preprocessing's output is bytes / 255) for versions published since it
+  existed, ``float32`` in [0, 1] before (`signature_input` converts either way);
 * ``model_card``: no inputs, output ``card``: the card as JSON, so whoever serves the version
   through TF Serving prepares its input the way it was trained;
-* two-stage versions (a card with ``config.segment``) add ``segment``: input ``images`` float32
+* two-stage versions (a card with ``config.segment``) add ``segment``: input ``images`` (the same dtype)
   N x S x S x 3 (disc-centred crops, `preprocessing.disc_crop`), outputs ``disc_probability`` and
   ``cup_probability`` float32 N x S x S x 1. ``serving_default`` is then stage 1, the locator. One
   SavedModel holds both stages, so a canary, a promotion or a rollback moves them together.
@@ -55,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from fundus_seg.errors import ModelRepositoryError
-from fundus_seg.model_card import ModelCard
+from fundus_seg.model_card import INPUT_DTYPES, ModelCard
 from fundus_seg.storage import (
     STAGING_PREFIX,
     S3Storage,
@@ -87,6 +90,16 @@ SERVING_SIGNATURE, INPUT_KEY, OUTPUT_KEY = "serving_default", "images", "disc_pr
 CARD_SIGNATURE, CARD_OUTPUT = "model_card", "card"
 SEGMENT_SIGNATURE, CUP_OUTPUT_KEY = "segment", "cup_probability"
 SEGMENT_OUTPUTS = (OUTPUT_KEY, CUP_OUTPUT_KEY)
+
+
+def signature_input(batch: np.ndarray, input_dtype: str) -> np.ndarray:
+    """A preprocessed batch (float32 in [0, 1], bytes / 255) as a version whose card says `input_dtype` takes
+    it: uint8 gives back the bytes exactly (rounding undoes the division), float32 is passed on."""
+    if input_dtype == "uint8":
+        return np.rint(np.multiply(batch, 255.0, dtype=np.float32)).astype(np.uint8)
+    if input_dtype == "float32":
+        return np.asarray(batch, dtype=np.float32)
+    raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")
 
 
 
@@ -347,7 +360,7 @@ def load_version(version_dir: Uri) -> LoadedVersion:
     signature = loaded.signatures[SERVING_SIGNATURE]
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        return signature(**{INPUT_KEY: tf.constant(batch, tf.float32)})[OUTPUT_KEY].numpy()
+        return signature(**{INPUT_KEY: tf.constant(signature_input(batch, card.input_dtype))})[OUTPUT_KEY].numpy()
 
     segment = None
     if card.segment is not None:
@@ -356,7 +369,7 @@ def load_version(version_dir: Uri) -> LoadedVersion:
         stage2 = loaded.signatures[SEGMENT_SIGNATURE]
 
         def segment(batch: np.ndarray) -> np.ndarray:
-            outputs = stage2(**{INPUT_KEY: tf.constant(batch, tf.float32)})
+            outputs = stage2(**{INPUT_KEY: tf.constant(signature_input(batch, card.input_dtype))})
             return np.concatenate([outputs[key].numpy() for key in SEGMENT_OUTPUTS], axis=-1)
 
     parameters = sum(int(np.prod(v.shape)) for v in getattr(loaded, "variables", []))

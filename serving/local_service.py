@@ -67,7 +67,7 @@ class LocalServiceConfig:
                 "--model_name", self.model_name, *models,
                 "--file_system_poll_wait_seconds", str(self.poll_seconds),
                 # the serving contract (fundus_seg.model_repository): a version without it never serves
-                "--required_input", "images:float32:-1,128,128,3",
+                "--required_input", "images:uint8|float32:-1,128,128,3",
                 "--required_output", "disc_probability:float32:-1,128,128,1",
                 *(["--enable_batching"] if self.enable_batching else []), *(["--verbose"] if self.verbose else [])]
 

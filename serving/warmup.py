@@ -45,10 +45,14 @@ def warmup_requests(card) -> list:
         request = predict_pb2.PredictRequest()
         request.model_spec.signature_name = signature
         tensor = request.inputs[INPUT_KEY]
-        tensor.dtype = 1  # DT_FLOAT
         for dim in (1, side, side, 3):
             tensor.tensor_shape.dim.add(size=dim)
-        tensor.float_val.append(0.5)
+        if card.input_dtype == "uint8":
+            tensor.dtype = 4  # DT_UINT8
+            tensor.int_val.append(128)
+        else:
+            tensor.dtype = 1  # DT_FLOAT
+            tensor.float_val.append(0.5)
         requests.append(request)
     return requests
 

@@ -18,6 +18,7 @@ from fundus_seg.model_repository import (
     CARD_OUTPUT,
     CARD_SIGNATURE,
     CUP_OUTPUT_KEY,
+    INPUT_DTYPES,
     INPUT_KEY,
     KERAS_FILE,
     OUTPUT_KEY,
@@ -36,19 +37,25 @@ def inference_copy(model: keras.Model) -> keras.Model:
 
 def save_serving_model(model: keras.Model, directory: str | Path, metrics: dict,
                        segment_model: keras.Model | None = None) -> Path:
-    """A version: `model` as serving_default; with `segment_model` (stage 2, two outputs) a two-stage version."""
+    """A version: `model` as serving_default; with `segment_model` (stage 2, two outputs) a two-stage version.
+    Its signatures take `images` as the card's `input_dtype` says (uint8 unless `metrics` says otherwise)."""
     directory = Path(directory)
     model = inference_copy(model)
     size = model.input_shape[1]
-    card = ModelCard.from_dict(metrics)  # refuses a card serving could not read
+    card = ModelCard.from_dict({"input_dtype": INPUT_DTYPES[0], **metrics})  # refuses a card serving could not read
+    dtype = tf.as_dtype(card.input_dtype)
+
+    def scaled(images):
+        """What the U-Nets were trained on: float32 in [0, 1] (uint8 bytes / 255, as preprocessing.transform.equalise)."""
+        return tf.cast(images, tf.float32) / 255.0 if dtype == tf.uint8 else images
     if (segment_model is None) != (card.segment is None):
         raise ValueError("a two-stage version needs both its stage-2 model and config.segment on its card")
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         name=SERVING_SIGNATURE,
-        fn=lambda images: {OUTPUT_KEY: model(images, training=False)},
-        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_KEY)],
+        fn=lambda images: {OUTPUT_KEY: model(scaled(images), training=False)},
+        input_signature=[tf.TensorSpec([None, size, size, 3], dtype, name=INPUT_KEY)],
     )
     if segment_model is not None:
         stage2 = inference_copy(segment_model)
@@ -56,11 +63,11 @@ def save_serving_model(model: keras.Model, directory: str | Path, metrics: dict,
         archive.track(stage2)
 
         def segment(images):
-            both = stage2(images, training=False)
+            both = stage2(scaled(images), training=False)
             return {OUTPUT_KEY: both[..., 0:1], CUP_OUTPUT_KEY: both[..., 1:2]}
 
         archive.add_endpoint(name=SEGMENT_SIGNATURE, fn=segment,
-                             input_signature=[tf.TensorSpec([None, crop, crop, 3], tf.float32, name=INPUT_KEY)])
+                             input_signature=[tf.TensorSpec([None, crop, crop, 3], dtype, name=INPUT_KEY)])
     text = card.to_json()
     archive.add_endpoint(name=CARD_SIGNATURE, fn=lambda: {CARD_OUTPUT: tf.constant(text)}, input_signature=[])
     archive.write_out(str(directory), verbose=False)

@@ -118,12 +118,18 @@ class TensorContract:
     """One input or output a served signature must have; dtype (TensorFlow name) and shape are optional.
 
     Shape dimensions are sizes or -1 (any size, e.g. the batch). Written on the command line as
-    ``KEY[:DTYPE[:D0,D1,...]]``, e.g. ``images:float32:-1,128,128,3``.
+    ``KEY[:DTYPE[:D0,D1,...]]``, e.g. ``images:float32:-1,128,128,3``; DTYPE may name alternatives,
+    ``uint8|float32`` (the project's `images`: uint8 since versions carry it, float32 before).
     """
 
     key: str
     dtype: str | None = None
     shape: tuple[int, ...] | None = None
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        """The dtypes the tensor may have; () for any."""
+        return tuple(self.dtype.split("|")) if self.dtype else ()
 
     @classmethod
     def parse(cls, text: str) -> TensorContract:

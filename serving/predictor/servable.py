@@ -80,8 +80,8 @@ class TensorSpec:
         import tensorflow as tf
 
         have = f"{tf.as_dtype(self.dtype).name} {list(self.shape) if self.shape is not None else 'of any rank'}"
-        if want.dtype is not None and tf.as_dtype(want.dtype).as_datatype_enum != self.dtype:
-            return f"'{self.key}' is {have}, not {want.dtype}"
+        if want.dtypes and self.dtype not in {tf.as_dtype(name).as_datatype_enum for name in want.dtypes}:
+            return f"'{self.key}' is {have}, not {' or '.join(want.dtypes)}"
         if want.shape is None or self.shape is None:
             return None
         fits = _dim_fits_input if is_input else _dim_fits_output

@@ -213,11 +213,11 @@ def _check_contract_dtypes(config: PredictorConfig) -> None:
 
     contract = config.required_signature
     for tensor in () if contract is None else (*contract.inputs, *contract.outputs):
-        if tensor.dtype is not None:
+        for name in tensor.dtypes:
             try:
-                tf.as_dtype(tensor.dtype)
+                tf.as_dtype(name)
             except TypeError:
-                raise ConfigError(f"required signature: {tensor.key}: unknown dtype {tensor.dtype!r}") from None
+                raise ConfigError(f"required signature: {tensor.key}: unknown dtype {name!r}") from None
 
 
 def _configure_tensorflow(config: PredictorConfig) -> None:

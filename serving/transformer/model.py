@@ -41,7 +41,7 @@ from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest
 
 from fundus_seg.model_card import ModelCard, ModelCardError
-from fundus_seg.model_repository import SEGMENT_SIGNATURE, SERVING_SIGNATURE
+from fundus_seg.model_repository import SEGMENT_SIGNATURE, SERVING_SIGNATURE, signature_input
 from preprocessing.confidence import FieldOfView
 from preprocessing.decode import DecodeLimits, decode_image, image_size, is_dicom
 from preprocessing.dicom import decode_dicom, describe_dicom, without_pixels
@@ -120,6 +120,11 @@ class Served:
     preprocess: PreprocessConfig
     threshold: float
     two_stage: TwoStageConfig | None = None  # the card's pipeline; None: a single-stage version
+    input_dtype: str = "float32"  # what the version's signatures take (its card's; fundus_seg.model_repository)
+
+    def model_input(self, batch: np.ndarray) -> np.ndarray:
+        """A prepared batch as this version's signatures take it: uint8 is a quarter of the bytes on the hop."""
+        return signature_input(batch, self.input_dtype)
 
     @property
     def pipeline(self) -> str:
@@ -205,7 +210,7 @@ class FundusTransformer(Model):
         self._health_lock: asyncio.Lock | None = None
         self._warned: set[str] = set()
         self._resolved: dict[str | None, tuple[float, Served]] = {}  # target -> (when, who answers it)
-        self._cards: dict[int, tuple[PreprocessConfig, float, TwoStageConfig | None]] = {}  # version -> its card's
+        self._cards: dict[int, tuple[PreprocessConfig, float, TwoStageConfig | None, str]] = {}  # version -> its card's
         self._stopped = False
         self.draining = False  # set on SIGTERM: not ready any more, in-flight requests finish
         self.ready = True  # the transformer itself is up; healthy() says whether the predictor is
@@ -343,7 +348,7 @@ class FundusTransformer(Model):
         known = self._cards.get(version) if version is not None else None
         if known is None:
             if answer.card is None:
-                known = (self.config.preprocess, self.config.threshold, None)
+                known = (self.config.preprocess, self.config.threshold, None, "float32")
                 if f"card-{version}" not in self._warned:
                     self._warned.add(f"card-{version}")
                     log.warning("model version %s carries no model card; serving it with the default preprocessing",
@@ -351,7 +356,8 @@ class FundusTransformer(Model):
             else:
                 try:
                     card = ModelCard.from_json(answer.card)
-                    known = (card.preprocess, card.threshold, card.two_stage() if card.segment is not None else None)
+                    known = (card.preprocess, card.threshold, card.two_stage() if card.segment is not None else None,
+                             card.input_dtype)
                 except (ModelCardError, ValueError) as exc:
                     raise ModelNotReady(self.name, f"model version {version} has an unreadable card: {exc}") from None
                 log.info("model version %s: %s, preprocessing %s, threshold %g (from its card)", version,
@@ -435,7 +441,7 @@ class FundusTransformer(Model):
         """Stage 1 for every image; for a two-stage version then stage 2 and the second look, pinned to
         the version that answered stage 1."""
         inputs = np.stack([image.input for image in work.images])
-        first = await self.predictor.predict(inputs, work.served.target, SERVING_SIGNATURE)
+        first = await self.predictor.predict(work.served.model_input(inputs), work.served.target, SERVING_SIGNATURE)
         work.version = first.version
         probability = _checked(first, len(work.images), 1, "stage 1")
         if work.served.two_stage is None:
@@ -449,7 +455,8 @@ class FundusTransformer(Model):
         looking = [i for i, image in enumerate(work.images) if image.located.found]
         for _ in range(config.locator_looks if looking else 0):
             views = await asyncio.gather(*(self._relocation_view(work, i) for i in looking))
-            again = await self.predictor.predict(np.stack([view for view, _ in views]), pinned, SERVING_SIGNATURE)
+            again = await self.predictor.predict(work.served.model_input(np.stack([view for view, _ in views])), pinned,
+                                                 SERVING_SIGNATURE)
             for i, (_, box), p in zip(looking, views, _checked(again, len(looking), 1, "stage 1"), strict=True):
                 work.images[i].located = read_relocation(p, box, work.images[i].located, config)
         await asyncio.gather(*(self._first_crop(work, i) for i in range(len(work.images))))
@@ -467,7 +474,7 @@ class FundusTransformer(Model):
     async def _segment(self, work: Work, indices, pinned: str | None) -> np.ndarray:
         indices = list(indices)
         crops = np.stack([work.images[i].crop for i in indices])
-        result = await self.predictor.predict(crops, pinned, SEGMENT_SIGNATURE)
+        result = await self.predictor.predict(work.served.model_input(crops), pinned, SEGMENT_SIGNATURE)
         probability = _checked(result, len(indices), 2, "stage 2")
         for i, p in zip(indices, probability, strict=True):
             work.images[i].probability, work.images[i].crop = p, None

@@ -69,12 +69,16 @@ def _is_number(version: str | None) -> bool:
 
 
 def to_tensor_proto(array: np.ndarray):
-    """float32 array -> TensorProto as raw bytes (what tf.make_tensor_proto does, without TF ops)."""
+    """A uint8 array (a version's equalised bytes) as DT_UINT8, anything else as float32: a TensorProto of raw bytes
+    (what tf.make_tensor_proto does, without TF ops)."""
     from serving.protos.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
-    array = np.ascontiguousarray(array, dtype="<f4")
+    if array.dtype == np.uint8:
+        array, dtype = np.ascontiguousarray(array), types_pb2.DT_UINT8
+    else:
+        array, dtype = np.ascontiguousarray(array, dtype="<f4"), types_pb2.DT_FLOAT
     shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in array.shape])
-    return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=array.tobytes())
+    return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=shape, tensor_content=array.tobytes())
 
 
 def from_tensor_proto(proto) -> np.ndarray:
@@ -274,7 +278,7 @@ class RestPredictor:
         import orjson
 
         status, payload = await self._post(version, {"signature_name": signature,
-                                                     "inputs": {INPUT: np.asarray(images, np.float32)}})
+                                                     "inputs": {INPUT: images if images.dtype == np.uint8 else np.asarray(images, np.float32)}})
         self._raise_for(status, payload, version)
         outputs = orjson.loads(payload)["outputs"]
         keys = OUTPUTS[signature]

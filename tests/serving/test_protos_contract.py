@@ -157,6 +157,9 @@ def test_the_clients_tensor_is_what_tensorflow_makes():
                                   images[..., :1])
     compressed = _cases()["compressed answer"].outputs["disc_probability"].SerializeToString()
     np.testing.assert_array_equal(from_tensor_proto(tensor_pb2.TensorProto.FromString(compressed)), [0.25] * 4)
+    equalised = np.random.default_rng(2).integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)  # a uint8 version's input
+    assert to_tensor_proto(equalised).SerializeToString() == tf.make_tensor_proto(equalised).SerializeToString()
+    assert len(to_tensor_proto(equalised).tensor_content) == equalised.size  # a quarter of float32's bytes
 
 
 def test_the_committed_modules_are_what_generate_writes(tmp_path):

@@ -98,13 +98,15 @@ def test_limit_and_contract_flags(tmp_path):
         parse("--model_base_path", str(tmp_path), "--required_signature", "", "--required_output", "x")
     with pytest.raises(ConfigError, match="dimensions are sizes or -1"):
         TensorContract.parse("images:float32:-2,3")
+    either = TensorContract.parse("images:uint8|float32:-1,128,128,3")
+    assert either.dtypes == ("uint8", "float32") and TensorContract.parse("images").dtypes == ()
 
 
 def test_a_misspelt_contract_dtype_stops_the_start(tmp_path):
     from serving.predictor.config import SignatureContract, TensorContract
     from serving.predictor.server import PredictorServer
 
-    contract = SignatureContract(inputs=(TensorContract("images", "flaot32"),))
+    contract = SignatureContract(inputs=(TensorContract("images", "uint8|flaot32"),))
     config = PredictorConfig(model_base_path=tmp_path, grpc_port=0, rest_api_port=0, host="127.0.0.1",
                              required_signature=contract)
     with pytest.raises(ConfigError, match="unknown dtype 'flaot32'"):

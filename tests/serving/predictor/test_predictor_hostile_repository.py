@@ -34,7 +34,7 @@ from tests.serving.predictor.helpers import (
 
 LATEST = ModelRef("optic-disc")
 PROJECT_CONTRACT = SignatureContract("serving_default",
-                                     inputs=(TensorContract("images", "float32", (-1, 128, 128, 3)),),
+                                     inputs=(TensorContract("images", "uint8|float32", (-1, 128, 128, 3)),),
                                      outputs=(TensorContract("disc_probability", "float32", (-1, 128, 128, 1)),))
 
 
@@ -275,9 +275,11 @@ def test_contract_mismatches_are_named(tmp_path):
     servable = Servable.__new__(Servable)
     servable.signatures = {"serving_default": signature}
     servable.check(PROJECT_CONTRACT)  # an output less specific than the contract is fine
+    signature.inputs = {"images": spec("images", (-1, 128, 128, 3), types_pb2.DT_UINT8)}
+    servable.check(PROJECT_CONTRACT)  # either of the dtypes the contract names
 
     signature.inputs = {"images": spec("images", (1, 128, 128, 3), types_pb2.DT_DOUBLE)}
-    with pytest.raises(CannotServe, match="'images' is float64 \\[1, 128, 128, 3\\], not float32"):
+    with pytest.raises(CannotServe, match="'images' is float64 \\[1, 128, 128, 3\\], not uint8 or float32"):
         servable.check(PROJECT_CONTRACT)
     signature.inputs = {"images": spec("images", (1, 128, 128, 3))}  # batch of exactly 1: too narrow
     with pytest.raises(CannotServe, match="not \\[-1, 128, 128, 3\\]"):
