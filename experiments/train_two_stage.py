@@ -65,7 +65,7 @@ def stage2(args) -> None:
     defaults = SegmentStageConfig()  # what a flag left out keeps
     jitter = {k: v for k, v in (("scale", args.jitter_scale), ("shift", args.jitter_shift)) if v is not None}
     config = SegmentStageConfig(train=TrainConfig(epochs=args.epochs or 30, steps_per_epoch=args.steps or 200,
-                                                  batch_size=16, learning_rate=1e-3, seed=args.seed),
+                                                  batch_size=16, learning_rate=args.lr, seed=args.seed),
                                 model=dataclasses.replace(defaults.model, input_size=args.size or defaults.model.input_size),
                                 crop=dataclasses.replace(defaults.crop, **({"multiple": args.multiple} if args.multiple else {}),
                                                          size=args.size or defaults.crop.size),
@@ -82,7 +82,8 @@ def stage2(args) -> None:
     datasets = [load_crops(folder, "train", config.crop, config.field_of_view.p_mirror > 0) for folder in args.data.split(",")]
     print(f"crops loaded in {time.perf_counter() - started:.1f} s: {[len(d) for d in datasets]}", flush=True)
     callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), EpochLog(out / "log.jsonl")]
-    result = train_segment_stage(config, datasets, callbacks=callbacks, workers=args.workers)
+    start = keras.models.load_model(args.init, compile=False) if args.init else None  # compiled with this config's rate
+    result = train_segment_stage(config, datasets, model=start, callbacks=callbacks, workers=args.workers)
     result.model.save(out / "model.keras")
     print(f"stage 2 trained in {result.seconds:.0f} s -> {out / 'model.keras'}", flush=True)
 
@@ -186,6 +187,9 @@ def main() -> None:
                         "colours beyond its edges instead of black")
     parser.add_argument("--multiple", type=float, help="stage 2: crop side / disc diameter (default SegmentStageConfig's, "
                         "1.75; version 2 was trained with 2.5)")
+    parser.add_argument("--init", help="stage 2: a stage-2 Keras model to continue training from (e.g. a version's "
+                        "segment.keras), instead of from scratch")
+    parser.add_argument("--lr", type=float, default=1e-3, help="stage 2: peak learning rate (cosine schedule)")
     parser.add_argument("--size", type=int, help="stage 2: the crop's side in pixels, which is stage 2's U-Net input "
                         "(default SegmentStageConfig's, 128; a multiple of 2**depth = 64)")
     parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")),
