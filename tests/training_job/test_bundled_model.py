@@ -106,6 +106,7 @@ def rescore_two_stage(dataset: Path) -> dict:
     import tensorflow as tf
 
     from fundus_seg.model_card import ModelCard
+    from fundus_seg.model_repository import signature_input
     from preprocessing.decode import decode_image
     from preprocessing.two_stage import segment_image
 
@@ -115,10 +116,10 @@ def rescore_two_stage(dataset: Path) -> dict:
     stage1, stage2 = loaded.signatures["serving_default"], loaded.signatures["segment"]
 
     def locate(batch):
-        return stage1(images=tf.constant(batch, tf.float32))["disc_probability"].numpy()
+        return stage1(images=tf.constant(signature_input(batch, card.input_dtype)))["disc_probability"].numpy()
 
     def segment(batch):
-        out = stage2(images=tf.constant(batch, tf.float32))
+        out = stage2(images=tf.constant(signature_input(batch, card.input_dtype)))
         return np.concatenate([out["disc_probability"].numpy(), out["cup_probability"].numpy()], axis=-1)
 
     with (dataset / "manifest.csv").open(newline="") as handle:

@@ -52,14 +52,12 @@ def test_base_version_must_exist(tmp_path):
 
 
 def published_scores(version_uri: str, datasets: dict, scratch) -> dict:
-    """Each dataset's test split scored again through the published SavedModel (what is served)."""
-    import tensorflow as tf
-
+    """Each dataset's test split scored again through the published SavedModel (what is served), fed the
+    input dtype its card names."""
     from training_job.evaluate import evaluate
 
     storage.download_dir(version_uri, scratch)
-    signature = tf.saved_model.load(str(scratch)).signatures["serving_default"]
-    predict = lambda batch: signature(images=tf.constant(batch, tf.float32))["disc_probability"].numpy()  # noqa: E731
+    predict = model_repository.load_version(scratch).predict
     return {name: evaluate(predict, folder, "test") for name, folder in datasets.items()}
 
 
