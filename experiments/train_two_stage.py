@@ -141,8 +141,13 @@ def export(args) -> None:
     stage1_config = json.loads((out / "stage1" / "config.json").read_text()) if stage1_file.exists() else base_card.to_dict()["config"]
     stage1_config["model"] = dataclasses.asdict(base_card.architecture)  # a fine-tune keeps the base's architecture
     stage2_config = json.loads((out / "stage2" / "config.json").read_text())
-    seconds = sum(json.loads(lines[-1])["seconds"] for stage in ("stage1", "stage2")
-                  if (log := out / stage / "log.jsonl").exists() and (lines := log.read_text().splitlines()))
+    logs = {stage: [json.loads(line) for line in log.read_text().splitlines()] if (log := out / stage / "log.jsonl").exists()
+            else [] for stage in ("stage1", "stage2")}
+    seconds = sum(entries[-1]["seconds"] for entries in logs.values() if entries)
+    # Lineage: a stage's log opens with {"epoch": 0, "from": ...} when its weights started from another version's;
+    # a stage 1 whose log has no epoch after that one is that version's, unchanged.
+    started_from = {stage: entries[0].get("from") if entries else None for stage, entries in logs.items()}
+    stage1_copied = stage1_file.exists() and started_from["stage1"] is not None and len(logs["stage1"]) == 1
     document = {
         "model_name": "optic-disc",
         "mode": "full",
@@ -151,8 +156,9 @@ def export(args) -> None:
         "training_seconds": round(seconds + (0.0 if stage1_file.exists() else base_card.training_seconds or 0.0), 1),
         "trainable_params": trainable_params(stage1) + trainable_params(stage2),
         "gflops_per_image": round((flops_per_image(stage1) + flops_per_image(stage2)) / 1e9, 3),
-        "stage1_from": None if stage1_file.exists() else str(args.base),
-        "stage1_fine_tuned_from": str(args.base) if stage1_file.exists() else None,
+        "stage1_from": started_from["stage1"] if stage1_copied else None if stage1_file.exists() else str(args.base),
+        "stage1_fine_tuned_from": str(args.base) if stage1_file.exists() and not stage1_copied else None,
+        "stage2_fine_tuned_from": started_from["stage2"],
         "config": {**stage1_config, "segment": {**stage2_config, "cup_threshold": 0.5, "convex": True,
                                                  **({} if args.second_looks is None else
                                                     {"second_looks": args.second_looks})}},
