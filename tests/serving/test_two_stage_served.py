@@ -161,13 +161,17 @@ def test_both_predictor_clients_call_the_segment_signature(service, in_process, 
     from serving.transformer.predictor_client import make_predictor
 
     port = service.config.predictor_grpc_port if signature_api == "grpc" else service.config.predictor_rest_port
+    from fundus_seg.model_repository import signature_input
+
     predictor = make_predictor(signature_api, f"127.0.0.1:{port}", "optic-disc")
-    crops = np.random.default_rng(0).random((2, 128, 128, 3), dtype=np.float32)
+    # equalised bytes / 255, as preprocessing hands them over; sent as the dtype the version's card names
+    crops = np.random.default_rng(0).integers(0, 256, (2, 128, 128, 3)).astype(np.float32) / 255.0
+    sent = signature_input(crops, in_process.card.input_dtype)
 
     async def both():
         try:
-            return (await predictor.predict(crops, "1", "segment"),
-                    await predictor.predict(crops, "1", "serving_default"))
+            return (await predictor.predict(sent, "1", "segment"),
+                    await predictor.predict(sent, "1", "serving_default"))
         finally:
             await predictor.close()
 
