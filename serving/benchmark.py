@@ -12,6 +12,8 @@ It serves a copy of the latest version with the one-machine service (predictor +
   thread pool (throughput);
 * REST (KServe v1 JSON, base64) and gRPC (OIP v2, raw bytes) at concurrency 1: latency p50/p99;
 * both at concurrency N: throughput (one image per request; the predictor batches across requests);
+* the rows above in turn, `requests / rounds` requests at a time (the order rotating), so a machine
+  whose speed drifts during the run slows the floor and the service alike;
 * a hot swap: gRPC requests at concurrency 1 while a new version is published and loaded, p99 of
   those against the steady p99 just before.
 
@@ -69,6 +71,7 @@ class BenchmarkConfig:
     model_name: str = DEFAULT_MODEL_NAME
     enable_batching: bool = True
     swap_tail: int = 50  # requests answered by the new version that still count as "during the swap"
+    rounds: int = 5  # the floor and the service measured in turn, `requests / rounds` at a time
 
 
 @dataclass
@@ -194,7 +197,8 @@ Produced by `{command}` ({time.strftime('%Y-%m-%d')}); rerun it to refresh this 
   processes during the run is not controlled, so compare the rows of one run, not runs of different days
 - model: {self.floor.model_description}
 - image: `{_relative(self.config.image)}`, one image per request; {self.config.requests} requests per row
-  after {self.config.warmup} warm-up requests; the predictor's cross-request batching is
+  after {self.config.warmup} warm-up requests, the floor's and the service's rows measured in turn in
+  {self.config.rounds} rounds (the order rotating); the predictor's cross-request batching is
   {'on' if self.config.enable_batching else 'off'}
 - floor: the service's whole work in the benchmark's own Python process (the SavedModel loaded
   there): decode, stage 1's preprocessing and model call, the disc-centred crops, stage 2, the
@@ -353,42 +357,61 @@ class TimedVersion:
         return call
 
 
-def measure_floor(image: bytes, version_dir: Path, requests: int, batch: int, warmup: int) -> Floor:
-    from fundus_seg.model_repository import load_version
+class FloorBench:
+    """The floor's work in this process, a few requests at a time, so `run` can interleave it with the
+    service's rows: a machine whose speed drifts during the run (other tenants, frequency) then slows
+    the floor and the service alike, and the ratios compare like with like."""
 
-    version = TimedVersion(load_version(version_dir))  # the same work the transformer does: the version's card
-    steps = in_process(version)
-    params = version.parameters
-    describe = (f"`{_relative(version_dir)}` ({steps.pipeline}, {params / 1e6:.2f} M parameters)" if params
-                else f"`{version_dir}` ({steps.pipeline})")
+    def __init__(self, image: bytes, version_dir: Path, batch: int) -> None:
+        from fundus_seg.model_repository import load_version
 
-    stages: dict[str, list[float]] = {"decode_preprocess": [], "predict": [], "postprocess": []}
-    model_ms: list[float] = []
-    for i in range(warmup + requests):
-        version.ms = 0.0
-        times = [time.perf_counter()]
-        prepared = steps.prepare(image)
-        times.append(time.perf_counter())
-        [out] = steps.model([prepared], None)
-        times.append(time.perf_counter())
-        steps.finish(prepared, out)
-        times.append(time.perf_counter())
-        if i >= warmup:
-            model_ms.append(version.ms)
-            for key, (a, b) in zip(stages, itertools.pairwise(times), strict=True):
-                stages[key].append((b - a) * 1000)
+        self.image, self.batch = image, batch
+        self.version = TimedVersion(load_version(version_dir))  # the same work the transformer does: the card
+        self.steps = in_process(self.version)
+        params = self.version.parameters
+        self.describe = (f"`{_relative(version_dir)}` ({self.steps.pipeline}, {params / 1e6:.2f} M parameters)"
+                         if params else f"`{version_dir}` ({self.steps.pipeline})")
+        self.stages: dict[str, list[float]] = {"decode_preprocess": [], "predict": [], "postprocess": []}
+        self.model_ms: list[float] = []
+        self.batched_images, self.batched_seconds = 0, 0.0
+        self.pool = ThreadPoolExecutor(batch)
 
-    with ThreadPoolExecutor(batch) as pool:
-        rounds = max(3, requests // batch)
-        for i in range(1 + rounds):
-            if i == 1:
-                started = time.perf_counter()
-            prepared = list(pool.map(steps.prepare, [image] * batch))
-            list(pool.map(steps.finish, prepared, steps.model(prepared, pool)))
-        ips = rounds * batch / (time.perf_counter() - started)
-    whole = [sum(parts) for parts in zip(*stages.values(), strict=True)]
-    return Floor(Latency(whole), Latency(model_ms), {k: statistics.median(v) for k, v in stages.items()}, ips,
-                 describe)
+    def latency(self, requests: int, record: bool = True) -> None:
+        """`requests` images one after another (batch 1), each timed by stage."""
+        for _ in range(requests):
+            self.version.ms = 0.0
+            times = [time.perf_counter()]
+            prepared = self.steps.prepare(self.image)
+            times.append(time.perf_counter())
+            [out] = self.steps.model([prepared], None)
+            times.append(time.perf_counter())
+            self.steps.finish(prepared, out)
+            times.append(time.perf_counter())
+            if record:
+                self.model_ms.append(self.version.ms)
+                for key, (a, b) in zip(self.stages, itertools.pairwise(times), strict=True):
+                    self.stages[key].append((b - a) * 1000)
+
+    def batched(self, images: int, record: bool = True) -> None:
+        """At least `images` images, `batch` at a time: preprocessing and post-processing in the thread
+        pool, the model calls batched."""
+        rounds = max(1, -(-images // self.batch))
+        started = time.perf_counter()
+        for _ in range(rounds):
+            prepared = list(self.pool.map(self.steps.prepare, [self.image] * self.batch))
+            list(self.pool.map(self.steps.finish, prepared, self.steps.model(prepared, self.pool)))
+        if record:
+            self.batched_seconds += time.perf_counter() - started
+            self.batched_images += rounds * self.batch
+
+    def result(self) -> Floor:
+        whole = [sum(parts) for parts in zip(*self.stages.values(), strict=True)]
+        return Floor(Latency(whole), Latency(self.model_ms),
+                     {k: statistics.median(v) for k, v in self.stages.items()},
+                     self.batched_images / self.batched_seconds, self.describe)
+
+    def close(self) -> None:
+        self.pool.shutdown()
 
 
 def measure_swap(segment: Callable[[], list], publish: Callable[[], int], requests: int, tail: int,
@@ -416,15 +439,24 @@ def measure_swap(segment: Callable[[], list], publish: Callable[[], int], reques
     return Swap(Latency([ms for ms, _ in steady]), Latency(during), (old, new), first_new - published_at)
 
 
-def measure_latency(segment: Callable[[], list], requests: int) -> tuple[Latency, dict[str, float]]:
+def latency_samples(segment: Callable[[], list], requests: int) -> tuple[list[float], list[dict[str, float]]]:
+    """`requests` requests one after another: each one's latency in ms and the transformer's `timings_ms`."""
     samples, timings = [], []
     for _ in range(requests):
         started = time.perf_counter()
         [result] = segment()
         samples.append((time.perf_counter() - started) * 1000)
         timings.append(result.timings_ms)
-    stages = {k: statistics.median(t[k] for t in timings) for k in timings[0]}
-    return Latency(samples), stages
+    return samples, timings
+
+
+def stage_medians(timings: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(t[k] for t in timings) for k in timings[0]}
+
+
+def measure_latency(segment: Callable[[], list], requests: int) -> tuple[Latency, dict[str, float]]:
+    samples, timings = latency_samples(segment, requests)
+    return Latency(samples), stage_medians(timings)
 
 
 def measure_throughput(segment: Callable[[], list], requests: int, concurrency: int) -> float:
@@ -444,6 +476,40 @@ def measure_throughput(segment: Callable[[], list], requests: int, concurrency: 
         for future in [pool.submit(worker) for _ in range(concurrency)]:
             future.result()
     return requests / (time.perf_counter() - started)
+
+
+def interleave(floor: FloorBench, segments: dict[str, Callable[[], list]], requests: int, rounds: int,
+               concurrency: int, log: Callable[[str], None] = print):
+    """Every row in turn, `requests / rounds` requests at a time: the floor and each of `segments` at
+    concurrency 1, then the floor batched and each segment at `concurrency`; the order rotates from round
+    to round. Returns Report's (floor, latency, server_stages_ms, throughput_ips)."""
+    rounds = max(1, min(rounds, requests))
+    share = [requests // rounds + (r < requests % rounds) for r in range(rounds)]
+    samples: dict[str, list[float]] = {name: [] for name in segments}
+    timings: dict[str, list[dict[str, float]]] = {name: [] for name in segments}
+    busy = {name: [0, 0.0] for name in segments}  # images, seconds at `concurrency`
+    names = ["floor", *segments]
+    for r, n in enumerate(share):
+        log(f"round {r + 1}/{rounds}: {n} requests per row at concurrency 1, then at {concurrency} ...")
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            if name == "floor":
+                floor.latency(n)
+            else:
+                got, stages = latency_samples(segments[name], n)
+                samples[name] += got
+                timings[name] += stages
+        for name in order:
+            if name == "floor":
+                floor.batched(n)
+            else:
+                started = time.perf_counter()
+                measure_throughput(segments[name], n, concurrency)
+                busy[name][0] += n
+                busy[name][1] += time.perf_counter() - started
+    return (floor.result(), {name: Latency(samples[name]) for name in segments},
+            {name: stage_medians(timings[name]) for name in segments},
+            {name: images / seconds for name, (images, seconds) in busy.items()})
 
 
 def encode_costs(image: bytes, pb) -> dict[str, float]:
@@ -497,18 +563,20 @@ def run(config: BenchmarkConfig, log: Callable[[str], None] = print) -> Report:
         with LocalService(stack_config) as stack:
             if not stack.wait_ready(180):
                 raise LocalServiceError(f"no model version became ready in {repo}")
-            log(f"measuring the in-process floor on {version_dir} ...")
-            report = Report(config, measure_floor(image, version_dir, config.requests, config.batch, config.warmup))
+            log(f"loading {version_dir} in this process for the floor ...")
+            floor = FloorBench(image, version_dir, config.batch)
             clients = {"grpc": GrpcClient(stack_config.grpc_target, config.model_name),
                        "rest": RestClient(stack_config.url, config.model_name)}
-            for name, client in clients.items():
-                segment = lambda client=client: client.segment([image])  # noqa: E731
+            segments = {name: (lambda client=client: client.segment([image])) for name, client in clients.items()}
+            floor.latency(config.warmup, record=False)
+            floor.batched(config.batch, record=False)
+            for segment in segments.values():
                 for _ in range(config.warmup):
                     segment()
-                log(f"{name}: latency at concurrency 1 ...")
-                report.latency[name], report.server_stages_ms[name] = measure_latency(segment, config.requests)
-                log(f"{name}: throughput at concurrency {config.concurrency} ...")
-                report.throughput_ips[name] = measure_throughput(segment, config.requests, config.concurrency)
+            floor_figures, latency, stages, ips = interleave(floor, segments, config.requests, config.rounds,
+                                                             config.concurrency, log)
+            floor.close()
+            report = Report(config, floor_figures, latency=latency, throughput_ips=ips, server_stages_ms=stages)
             log("grpc: a hot swap at concurrency 1 ...")
             report.swap = measure_swap(lambda: clients["grpc"].segment([image]),
                                        lambda: publish_version(served, repo, config.model_name),
@@ -526,6 +594,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="a fundus image (default: a DRISHTI-GS1 image)")
     parser.add_argument("--requests", type=int, default=defaults.requests, help="requests per measurement")
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parser.add_argument("--rounds", type=int, default=defaults.rounds,
+                        help="measure the floor and the service in turn, in this many rounds")
     parser.add_argument("--batch", type=int, default=defaults.batch, help="batch size of the in-process floor")
     parser.add_argument("--model-repo", type=Path, default=defaults.model_repo)
     parser.add_argument("--model-name", default=defaults.model_name)
@@ -542,7 +612,7 @@ def main(args: argparse.Namespace, command: str = "fundus-seg benchmark") -> int
 
     config = BenchmarkConfig(image=args.image, requests=args.requests, concurrency=args.concurrency, batch=args.batch,
                              model_repo=args.model_repo, model_name=args.model_name,
-                             enable_batching=not args.no_batching)
+                             enable_batching=not args.no_batching, rounds=args.rounds)
     if args.json:
         report = run(config, log=lambda line: print(line, file=sys.stderr))
         print(report.json())

@@ -157,15 +157,59 @@ def test_swap_counts_from_the_publish_until_the_new_version_answered_tail_reques
     assert swap.seconds == pytest.approx(0.28)  # publish -> the end of the first answer from version 3
 
 
+def test_interleave_measures_every_row_in_turn_with_the_order_rotating(clock):
+    """Each round gives every row its share of the requests, latency rows before throughput rows, so a
+    machine that slows down halfway slows the floor and the service alike."""
+    log = []
+
+    class Floor:
+        def latency(self, n):
+            log.append(("floor", 1, n))
+            clock.advance(0.02 * n)
+
+        def batched(self, n):
+            log.append(("floor", 8, n))
+            clock.advance(0.01 * n)
+
+        def result(self):
+            return "the floor's figures"
+
+    def service(name, seconds):
+        def segment():
+            if not log or log[-1][0] != name:
+                log.append((name,))
+            clock.advance(seconds)
+            return [SimpleNamespace(timings_ms={"total": seconds * 1000})]
+        return segment
+
+    segments = {"grpc": service("grpc", 0.025), "rest": service("rest", 0.030)}
+    floor, latency, stages, ips = benchmark.interleave(Floor(), segments, requests=10, rounds=3, concurrency=2,
+                                                       log=lambda line: None)
+    assert floor == "the floor's figures"
+    assert [row for row in log if row[0] == "floor" and row[1] == 1] == [("floor", 1, 4), ("floor", 1, 3),
+                                                                          ("floor", 1, 3)]
+    rows = [row[0] for row in log]
+    assert rows == ["floor", "grpc", "rest", "floor", "grpc", "rest",  # round 1: latency, then throughput
+                    "grpc", "rest", "floor", "grpc", "rest", "floor",  # round 2 starts one row later
+                    "rest", "floor", "grpc", "rest", "floor", "grpc"]
+    assert {name: len(l.samples_ms) for name, l in latency.items()} == {"grpc": 10, "rest": 10}
+    assert latency["grpc"].p50 == pytest.approx(25.0) and stages["rest"] == {"total": pytest.approx(30.0)}
+    # 20 requests per service row in all (10 at concurrency 1, 10 at 2); the fake clock is shared, so
+    # throughput is the requests over the wall time the row took
+    assert ips["grpc"] == pytest.approx(40.0) and ips["rest"] == pytest.approx(1 / 0.030)
+    assert sum(row[2] for row in log if row[1:2] == (8,)) == 10
+
+
 def test_main_prints_the_tables_and_writes_the_markdown(monkeypatch, tmp_path, capsys):
     asked = []
     monkeypatch.setattr(benchmark, "run", lambda config, log=print: asked.append(config) or report())
     target = tmp_path / "docs" / "BENCHMARKS.md"
     args = benchmark.build_parser().parse_args(["--requests", "100", "--concurrency", "4", "--batch", "8",
-                                                "--no-batching", "--write", str(target)])
+                                                "--no-batching", "--rounds", "4", "--write", str(target)])
     assert benchmark.main(args, "fundus-seg benchmark --requests 100") == 0
     [config] = asked
-    assert (config.requests, config.concurrency, config.batch, config.enable_batching) == (100, 4, 8, False)
+    assert (config.requests, config.concurrency, config.batch, config.enable_batching, config.rounds) == (
+        100, 4, 8, False, 4)
     out = capsys.readouterr().out
     for part in (report().table(), report().verdict(), report().breakdown(), f"wrote {target}"):
         assert part in out
@@ -282,3 +326,22 @@ def test_the_floor_takes_the_locators_own_looks_as_the_shared_pipeline_does():
         expected = segment_image(image, disc_filled_locator, segment, card.two_stage())
         mask = cv2.imdecode(np.frombuffer(answer.mask_png, np.uint8), cv2.IMREAD_GRAYSCALE) > 0
         assert np.array_equal(mask, expected.disc) and answer.confidence == expected.confidence.to_dict()
+
+
+def test_the_floor_bench_accumulates_its_rows_across_rounds(two_stage_version, drishti):
+    """What `interleave` drives: latency and batched rounds add up, warm-up rounds are not counted."""
+    bench = benchmark.FloorBench(drishti[0][0].read_bytes(), two_stage_version, batch=2)
+    try:
+        bench.latency(1, record=False)
+        bench.latency(2)
+        bench.latency(1)
+        bench.batched(2, record=False)
+        bench.batched(3)  # two rounds of 2
+        floor = bench.result()
+    finally:
+        bench.close()
+    assert len(floor.latency.samples_ms) == 3 and len(floor.model.samples_ms) == 3
+    assert bench.batched_images == 4 and floor.batched_ips > 0
+    assert 0 < floor.model.p50 < floor.latency.p50
+    assert set(floor.stages_ms) == {"decode_preprocess", "predict", "postprocess"}
+    assert "two-stage" in floor.model_description
