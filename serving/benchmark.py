@@ -454,11 +454,6 @@ def stage_medians(timings: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(t[k] for t in timings) for k in timings[0]}
 
 
-def measure_latency(segment: Callable[[], list], requests: int) -> tuple[Latency, dict[str, float]]:
-    samples, timings = latency_samples(segment, requests)
-    return Latency(samples), stage_medians(timings)
-
-
 def measure_throughput(segment: Callable[[], list], requests: int, concurrency: int) -> float:
     remaining = [requests]
     lock = threading.Lock()

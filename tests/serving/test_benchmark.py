@@ -122,7 +122,8 @@ def test_latency_samples_and_server_stage_medians(clock):
         clock.advance(next(durations))
         return [SimpleNamespace(timings_ms={"total": next(totals), "predict": 5.0})]
 
-    latency, stages = benchmark.measure_latency(segment, 3)
+    samples, timings = benchmark.latency_samples(segment, 3)
+    latency, stages = Latency(samples), benchmark.stage_medians(timings)
     assert latency.samples_ms == pytest.approx([10.0, 30.0, 20.0]) and latency.p50 == pytest.approx(20.0)
     assert stages == {"total": 12.0, "predict": 5.0}
 
