@@ -39,6 +39,10 @@ class LocalServiceConfig:
     predictor_rest_port: int = 8501
     predictor_api: str = "grpc"  # how the transformer calls the predictor
     enable_batching: bool = False
+    # One TensorFlow op thread per model call: here three processes share the machine's cores, and a
+    # batch-1 128x128 U-Net gains less from a second op thread than it loses to the contention
+    # (experiments/predictor_threads.py; docs/BENCHMARKS.md). 0 = TensorFlow's default (all cores).
+    predictor_intra_op_threads: int = 1
     poll_seconds: float = 1.0
     log_dir: Path | None = None  # None: children write to this process's stdout/stderr
     extra_transformer_args: list[str] = field(default_factory=list)
@@ -69,6 +73,7 @@ class LocalServiceConfig:
                 # the serving contract (fundus_seg.model_repository): a version without it never serves
                 "--required_input", "images:uint8|float32:-1,128,128,3",
                 "--required_output", "disc_probability:float32:-1,128,128,1",
+                "--tensorflow_intra_op_parallelism", str(self.predictor_intra_op_threads),
                 *(["--enable_batching"] if self.enable_batching else []), *(["--verbose"] if self.verbose else [])]
 
     def transformer_command(self) -> list[str]:

@@ -178,3 +178,24 @@ def test_unusable_config_exits_with_one_clear_line(tmp_path, capsys):
                  "--rest_api_port", "0"]) == 2
     assert "missing.config" in capsys.readouterr().err
     assert main(["--port", "0"]) == 2  # neither --model_base_path nor --model_config_file
+
+
+def test_the_local_service_gives_its_predictor_one_tensorflow_op_thread(tmp_path):
+    """The thread setting the benchmark measured reaches TensorFlow's runtime in the predictor's process."""
+    from serving.local_service import LocalServiceConfig
+
+    command = LocalServiceConfig(model_repo=tmp_path).predictor_command()
+    assert command[1:3] == ["-m", "serving.predictor"]
+    config = config_from_args(build_parser().parse_args(command[3:]))
+    assert config.tensorflow_intra_op_parallelism == 1
+    probe = ("import sys; from serving.predictor.__main__ import build_parser, config_from_args; "
+             "from serving.predictor.server import _configure_tensorflow; import tensorflow as tf; "
+             "_configure_tensorflow(config_from_args(build_parser().parse_args(sys.argv[1:]))); "
+             "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+             "tf.config.threading.get_inter_op_parallelism_threads())")
+    done = subprocess.run([sys.executable, "-c", probe, *command[3:]], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["1", "0"]  # inter-op stays TensorFlow's default
+    default = LocalServiceConfig(model_repo=tmp_path, predictor_intra_op_threads=0).predictor_command()
+    assert config_from_args(build_parser().parse_args(default[3:])).tensorflow_intra_op_parallelism == 0
