@@ -6,6 +6,13 @@ The work of a decode is bounded too: a progressive JPEG decodes every scan over 
 so a 64 KB file of thousands of scans costs seconds of CPU; the scans are counted from the
 markers before decoding. EXIF orientation is applied so a phone-rotated JPEG segments the way a
 clinician sees it.
+
+Ordinary 8-bit JPEGs (every fundus photo we have seen) are decoded by OpenCV's libjpeg-turbo once
+Pillow has checked the header: the same pixels as Pillow's decode (checked on all 586 JPEGs of
+both datasets), in about half the time; anything else, or anything OpenCV cannot decode whole,
+takes Pillow's path, which also gives the clear error. A JPEG whose scan is cut short but closed by
+an end marker decodes on both paths alike (the rest filled in); libjpeg then also writes a
+"Corrupt JPEG data" warning to stderr, which OpenCV gives no way to silence.
 """
 from __future__ import annotations
 
@@ -13,12 +20,16 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from preprocessing.errors import ImageDecodeError
 
 SUPPORTED_FORMATS = ("JPEG", "PNG")
+EXIF_ORIENTATION = 0x0112
+JPEG_END = b"\xff\xd9"
+_OPENCV_JPEG = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,22 @@ def _load(image: Image.Image) -> Image.Image:
         raise ImageDecodeError(f"corrupt image data: {exc}") from None
 
 
+def _opencv_jpeg(data: bytes, image: Image.Image) -> np.ndarray | None:
+    """An RGB or grey JPEG with nothing to rotate and its end marker where it belongs, decoded by OpenCV; None for
+    every other image and for anything OpenCV refuses or decodes to another size (Pillow's path then decides)."""
+    if image.format != "JPEG" or image.mode not in ("RGB", "L") or bytes(data[-2:]) != JPEG_END:
+        return None  # no end marker: truncated, and libjpeg would pad it with grey where Pillow refuses it
+    try:
+        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+            return None
+    except Exception:  # a malformed EXIF block: Pillow's path reports it
+        return None
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), _OPENCV_JPEG)
+    if rgb is None or rgb.shape != (image.height, image.width, 3):
+        return None
+    return rgb
+
+
 def _to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
@@ -109,7 +136,11 @@ def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarr
         from preprocessing.dicom import decode_dicom
 
         return decode_dicom(data, limits).rgb
-    image = _load(_open(data, limits))
+    image = _open(data, limits)
+    rgb = _opencv_jpeg(data, image)
+    if rgb is not None:
+        return rgb
+    image = _load(image)
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         grey = _to_uint8(np.asarray(image))

@@ -5,7 +5,27 @@ import pytest
 from PIL import Image
 
 from preprocessing import DecodeLimits, ImageDecodeError, decode_image, decode_mask
-from tests.helpers import DRISHTI, encode, synthetic_fundus
+from preprocessing import decode as decode_module
+from tests.helpers import DRISHTI, RIM_ONE, encode, synthetic_fundus
+
+
+def pillow_rgb(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.fixture
+def opencv_decodes(monkeypatch):
+    """Records which decodes took OpenCV's path."""
+    taken = []
+
+    def recording(data, image):
+        rgb = fast_path(data, image)
+        taken.append(rgb is not None)
+        return rgb
+
+    fast_path = decode_module._opencv_jpeg
+    monkeypatch.setattr(decode_module, "_opencv_jpeg", recording)
+    return taken
 
 
 def test_decodes_jpeg_and_png_to_rgb():
@@ -39,6 +59,37 @@ def test_exif_orientation_is_applied():
     assert decode_image(buffer.getvalue()).shape == (200, 100, 3)
 
 
+@pytest.mark.parametrize("photo", [DRISHTI / "images" / "drishtiGS_002.jpg", *sorted((RIM_ONE / "images").glob("r[123]_Im00*.jpg"))],
+                         ids=lambda path: path.stem)
+def test_fundus_jpegs_take_the_fast_path_and_decode_to_pillows_pixels(photo, opencv_decodes):
+    data = photo.read_bytes()
+    out = decode_image(data)
+    assert opencv_decodes == [True]
+    assert out.dtype == np.uint8 and out.flags.c_contiguous
+    assert np.array_equal(out, pillow_rgb(data))
+
+
+def test_a_grey_jpeg_takes_the_fast_path_and_becomes_pillows_rgb(opencv_decodes):
+    data = encode(synthetic_fundus()[0][..., 1], "JPEG", quality=90)
+    assert np.array_equal(decode_image(data), pillow_rgb(data))
+    assert opencv_decodes == [True]
+
+
+def test_rotated_cmyk_and_png_images_take_pillows_path(opencv_decodes):
+    rgb, _ = synthetic_fundus(height=100, width=200)
+    image = Image.fromarray(rgb)
+    exif = image.getexif()
+    exif[0x0112] = 3  # upside down on display
+    rotated = io.BytesIO()
+    image.save(rotated, format="JPEG", exif=exif.tobytes())
+    assert np.array_equal(decode_image(rotated.getvalue()), pillow_rgb(rotated.getvalue())[::-1, ::-1])
+    cmyk = io.BytesIO()
+    image.convert("CMYK").save(cmyk, format="JPEG", quality=95)
+    assert np.array_equal(decode_image(cmyk.getvalue()), pillow_rgb(cmyk.getvalue()))
+    decode_image(encode(rgb))
+    assert opencv_decodes == [False, False, False]
+
+
 @pytest.mark.parametrize(
     "data, message",
     [
@@ -53,10 +104,18 @@ def test_bad_bytes_raise_clear_errors(data, message):
         decode_image(data)
 
 
-def test_truncated_jpeg_is_rejected():
+def test_truncated_jpeg_is_rejected(opencv_decodes):
     data = (DRISHTI / "images" / "drishtiGS_002.jpg").read_bytes()
     with pytest.raises(ImageDecodeError, match="corrupt"):
         decode_image(data[: len(data) // 3])
+    assert opencv_decodes == [False]  # libjpeg would have padded the missing rows with grey
+
+
+def test_a_jpeg_whose_scan_is_cut_short_decodes_as_pillow_decodes_it():
+    """A scan cut short but closed with an end marker: Pillow and libjpeg both fill the rest, so both paths agree."""
+    data = (DRISHTI / "images" / "drishtiGS_002.jpg").read_bytes()
+    damaged = data[: len(data) // 2] + b"\xff\xd9"
+    assert np.array_equal(decode_image(damaged), pillow_rgb(damaged))
 
 
 def test_unsupported_format_and_absurd_dimensions_are_rejected_before_decoding():
