@@ -162,8 +162,7 @@ def measure(disc: np.ndarray, cup: np.ndarray, laterality: Laterality | None = N
     disc, cup = disc[y : y + h, x : x + w], cup[y : y + h, x : x + w]  # rays never leave the disc's box
     disc_geo, cup_geo = disc_geometry(disc), disc_geometry(cup)
     cx, cy = disc_geo.centroid
-    disc_r = _outermost(disc, cx, cy)
-    cup_r = _outermost(cup, cx, cy)
+    disc_r, cup_r = _outermost((disc, cup), cx, cy)
     rim = np.maximum(disc_r - cup_r, 0.0)
     diameter = disc_r + np.roll(disc_r, RAYS // 2)  # the ray and its opposite: one line through the centre
     widths = _sectors(rim, laterality, digits=1)
@@ -192,22 +191,33 @@ def _ray_angles() -> np.ndarray:
     return np.arange(RAYS) * (360.0 / RAYS)
 
 
-def _outermost(mask: np.ndarray, cx: float, cy: float) -> np.ndarray:
-    """Per ray, the distance from (cx, cy) to the mask's outermost pixel on it (0 where it misses).
+_RAY_COS = np.cos(np.deg2rad(_ray_angles()))[:, None]
+_RAY_SIN = np.sin(np.deg2rad(_ray_angles()))[:, None]
 
-    Half a step is added: the edge lies between the last foreground sample and the next.
+
+def _outermost(masks: tuple[np.ndarray, ...], cx: float, cy: float) -> list[np.ndarray]:
+    """Per bool mask (all of one shape) and per ray, the distance from (cx, cy) to the mask's outermost pixel on
+    it (0 where it misses).
+
+    Half a step is added: the edge lies between the last foreground sample and the next. The rays are traced
+    once for all the masks: a sample reads one byte holding a bit per mask, from the masks framed by a pixel of
+    background where every sample that leaves them lands (one gather, no per-sample bounds test).
     """
-    height, width = mask.shape
+    height, width = masks[0].shape
     reach = max(np.hypot(x, y) for x in (cx, width - cx) for y in (cy, height - cy))  # the farthest corner
     radii = np.arange(0.0, float(reach) + 1.0, RAY_STEP_PX)
-    theta = np.deg2rad(_ray_angles())[:, None]
-    cols = np.rint(cx + radii * np.cos(theta)).astype(np.int64)
-    rows = np.rint(cy - radii * np.sin(theta)).astype(np.int64)  # image rows grow downward
-    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
-    hit = np.zeros(inside.shape, bool)
-    hit[inside] = mask[rows[inside], cols[inside]]
-    last = hit.shape[1] - 1 - np.argmax(hit[:, ::-1], axis=1)
-    return np.where(hit.any(axis=1), radii[last] + RAY_STEP_PX / 2, 0.0)
+    cols = np.clip(np.rint(cx + radii * _RAY_COS), -1, width).astype(np.intp) + 1
+    rows = np.clip(np.rint(cy - radii * _RAY_SIN), -1, height).astype(np.intp) + 1  # image rows grow downward
+    framed = np.zeros((height + 2, width + 2), np.uint8)
+    for bit, mask in enumerate(masks):
+        framed[1:-1, 1:-1] |= np.asarray(mask, bool).view(np.uint8) << bit
+    samples = framed[rows, cols]
+    distances = []
+    for bit in range(len(masks)):
+        hit = (samples & (1 << bit)).astype(bool)
+        last = hit.shape[1] - 1 - np.argmax(hit[:, ::-1], axis=1)
+        distances.append(np.where(hit.any(axis=1), radii[last] + RAY_STEP_PX / 2, 0.0))
+    return distances
 
 
 def _sectors(per_ray: np.ndarray, laterality: Laterality | None, digits: int) -> Sectors:

@@ -17,7 +17,7 @@ import pytest
 
 from preprocessing.decode import decode_mask
 from preprocessing.geometry import disc_geometry
-from preprocessing.measurements import ISNT_TOLERANCE_PX, Measurements, NoDiscError, clean_masks, measure
+from preprocessing.measurements import ISNT_TOLERANCE_PX, Measurements, NoDiscError, _outermost, clean_masks, measure
 from tests.helpers import DRISHTI, RIM_ONE
 
 SHAPE = (300, 320)
@@ -249,3 +249,36 @@ def test_a_disc_one_pixel_high_or_wide_is_measured_not_a_crash(shape, clean):
     assert result.vcdr == 0.0 and result.disc_vertical_px == shape[0] and result.disc_horizontal_px == shape[1]
     assert disc_geometry(disc).area_px == shape[0] * shape[1]
     assert disc_geometry(disc[20:21, 30:31]).area_px == 1  # a 1 x 1 mask keeps its two axes
+
+
+def _outermost_by_bounds(mask: np.ndarray, cx: float, cy: float) -> np.ndarray:
+    """The rays' definition, sample by sample with a bounds test: what `_outermost` must equal."""
+    height, width = mask.shape
+    reach = max(np.hypot(x, y) for x in (cx, width - cx) for y in (cy, height - cy))
+    radii = np.arange(0.0, float(reach) + 1.0, 0.25)
+    distances = np.zeros(360)
+    for ray in range(360):
+        theta = np.deg2rad(ray)
+        for radius in radii:
+            col, row = int(np.rint(cx + radius * np.cos(theta))), int(np.rint(cy - radius * np.sin(theta)))
+            if 0 <= col < width and 0 <= row < height and mask[row, col]:
+                distances[ray] = radius + 0.125
+    return distances
+
+
+def test_rays_traced_for_disc_and_cup_together_read_each_mask_as_its_definition():
+    """The rays are traced once for both masks (a bit per mask in one byte, samples that leave the masks landing
+    on a frame of background): each mask's distances must be those of the definition, rays leaving the image
+    included."""
+    disc = decode_mask((RIM_ONE / "masks" / "r1_Im001_disc.png").read_bytes())
+    cup = decode_mask((RIM_ONE / "masks" / "r1_Im001_cup.png").read_bytes())
+    x, y, w, h = cv2.boundingRect(disc.view(np.uint8))
+    disc, cup = disc[y : y + h, x : x + w], cup[y : y + h, x : x + w]  # as `measure` traces them
+    ys, xs = np.nonzero(disc)
+    cx, cy = float(xs.mean()), float(ys.mean())
+    together = _outermost((disc, cup), cx, cy)
+    assert all(np.array_equal(a, _outermost_by_bounds(m, cx, cy)) for a, m in zip(together, (disc, cup), strict=True))
+    assert (together[0] > together[1]).all() and together[1].min() > 0
+    corner = np.zeros((20, 30), bool)
+    corner[:3, :4] = True  # seen from near its corner, most rays leave the image at once
+    assert np.array_equal(_outermost((corner,), 1.0, 1.0)[0], _outermost_by_bounds(corner, 1.0, 1.0))
