@@ -20,6 +20,8 @@ from serving.transformer.config import HttpLimits
 
 log = logging.getLogger(__name__)
 
+ONE_READ = 256 * 1024  # asyncio's largest single read: a chunk may end one request's headers and start its body
+
 
 class _HeadersTooLarge(Exception):
     pass
@@ -32,6 +34,7 @@ def guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._header_bytes = 0
+            self._raw_header_bytes, self._reading_headers = 0, True
             self._header_deadline: asyncio.TimerHandle | None = None
             self._rejected = False
             if len(self.connections) > limits.max_connections:
@@ -46,6 +49,14 @@ def guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
         def data_received(self, data: bytes) -> None:
             if self._rejected:
                 return
+            if self._reading_headers:
+                # httptools hands a header over only once it is whole, buffering it until then: a 32 MiB header
+                # would be in memory (copied as it grows) before `_count` saw a byte of it. So the bytes are
+                # counted as they arrive, too, with one read of slack.
+                self._raw_header_bytes += len(data)
+                if self._raw_header_bytes > limits.max_header_bytes + ONE_READ:
+                    self._reject(431, f"request headers are larger than {limits.max_header_bytes} bytes")
+                    return
             self._unset_keepalive_if_required()
             try:
                 self.parser.feed_data(data)
@@ -62,6 +73,7 @@ def guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._header_bytes = 0
+            self._raw_header_bytes, self._reading_headers = 0, True
             self._arm_header_deadline()
 
         def on_url(self, url: bytes) -> None:
@@ -73,6 +85,7 @@ def guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
+            self._reading_headers = False
             self._disarm_header_deadline()
             super().on_headers_complete()
 

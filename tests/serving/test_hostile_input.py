@@ -336,7 +336,9 @@ def test_half_sent_headers_and_bodies_are_cut_off(service, small_jpeg):
 
 
 def test_oversized_headers_are_431(service, small_jpeg):
-    with survives(service, small_jpeg):
+    """Refused before they are held: httptools buffers a header until it is whole, so a 32 MiB one is counted as
+    its bytes arrive (it grew the transformer by 94 MB once malloc kept freed blocks, before)."""
+    with survives(service, small_jpeg, max_growth_mb=20):
         for head in (b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (32 * MiB) + b"\r\n\r\n",
                      b"GET /" + b"a" * (1 * MiB) + b" HTTP/1.1\r\nHost: x\r\n\r\n",
                      b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(20_000)) + b"\r\n"):
