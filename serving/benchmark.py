@@ -204,8 +204,9 @@ Produced by `{command}` ({time.strftime('%Y-%m-%d')}); rerun it to refresh this 
   there): decode, stage 1's preprocessing and model call, the disc-centred crops, stage 2, the
   second look (crops cut again and stage 2 again for the images that need it), post-processing at
   full resolution (threshold, largest component, hole filling, the cup, measurements, confidence,
-  geometry) and the mask PNGs. Batched = {self.config.batch} images at a time in a thread pool with
-  the model calls batched. "The model calls alone" is the time inside the SavedModel's functions
+  geometry) and the mask PNGs, with the servers' malloc settings (`serving.heap`). Batched =
+  {self.config.batch} images at a time in a thread pool with the model calls batched. "The model calls
+  alone" is the time inside the SavedModel's functions
 - hot swap: the service serves a copy of the version; a second copy is published as the next
   version while gRPC requests run at concurrency 1; "during" is every request from the publish
   until {self.config.swap_tail} requests were answered by the new version
@@ -605,6 +606,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def main(args: argparse.Namespace, command: str = "fundus-seg benchmark") -> int:
     import sys
 
+    from serving.heap import keep_request_buffers
+
+    keep_request_buffers()  # the floor does the servers' work with the servers' malloc settings
     config = BenchmarkConfig(image=args.image, requests=args.requests, concurrency=args.concurrency, batch=args.batch,
                              model_repo=args.model_repo, model_name=args.model_name,
                              enable_batching=not args.no_batching, rounds=args.rounds)

@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except TransformerConfigError as exc:
         print(f"serving.transformer: error: {exc}", file=sys.stderr)
         return 2
-    from serving.heap import freeze_startup_heap
+    from serving.heap import freeze_startup_heap, keep_request_buffers
+
+    keep_request_buffers()  # before any thread: each request's photo and masks reuse freed memory
     from serving.transformer.server import serve  # no TensorFlow: the TF Serving messages are serving.protos
 
     freeze_startup_heap()

@@ -21,6 +21,14 @@ MAX_RSS_MB = 300
 MAX_READY_S = 3.0
 
 
+MAX_PAGE_FAULTS_PER_REQUEST = 400  # glibc's default malloc: some 1,300 for the decoded photo alone
+
+
+def _minor_faults(pid: int) -> int:
+    stat = open(f"/proc/{pid}/stat").read()
+    return int(stat[stat.rindex(")") + 2 :].split()[7])  # field 10, minflt
+
+
 def _rss_mb(pid: int) -> float:
     status = open(f"/proc/{pid}/status").read()
     return int(status.split("VmRSS:")[1].split()[0]) / 1024
@@ -49,12 +57,22 @@ def test_ready_within_3_s_and_under_300_mb_after_answering(tmp_path, start_stack
             [result] = RestClient(url).segment([image_bytes])
             assert result.pipeline == "two-stage" and result.mask().shape == decode_image(image_bytes).shape[:2]
             rss = _rss_mb(process.pid)
+            client, faults = RestClient(url), _minor_faults(process.pid)
+            for _ in range(10):
+                client.segment([image_bytes])
+            faults_per_request = (_minor_faults(process.pid) - faults) / 10
+            rss_after_eleven = _rss_mb(process.pid)
             modules = subprocess.run(["grep", "-c", "tensorflow", f"/proc/{process.pid}/maps"],
                                      capture_output=True, text=True).stdout.strip()
         finally:
             process.terminate()
             process.wait(30)
-    print(f"transformer ready in {ready_s:.2f} s, {rss:.0f} MB resident after answering")
+    print(f"transformer ready in {ready_s:.2f} s, {rss:.0f} MB resident after answering, {rss_after_eleven:.0f} MB "
+          f"after 11 answers, {faults_per_request:.0f} page faults per request")
     assert modules == "0", "a TensorFlow library is mapped into the transformer"
     assert rss <= MAX_RSS_MB, f"{rss:.0f} MB resident after answering (at most {MAX_RSS_MB})"
     assert ready_s <= MAX_READY_S, f"ready {ready_s:.2f} s after start (at most {MAX_READY_S})"
+    assert rss_after_eleven <= MAX_RSS_MB, f"{rss_after_eleven:.0f} MB resident after 11 answers"
+    assert faults_per_request <= MAX_PAGE_FAULTS_PER_REQUEST, (
+        f"{faults_per_request:.0f} page faults per request: the photo's and masks' memory is not being reused "
+        "(serving.heap.keep_request_buffers)")
