@@ -14,7 +14,10 @@ for a DRISHTI one), its full-size masks and the 128 KB stage-2 answer are new pa
 page faults and 3.5 ms for one DRISHTI decode in a process without TensorFlow (the transformer), whose page faults
 cost a virtual machine more than a host (`experiments/request_page_faults.py`). TensorFlow's own large
 frees raise glibc's adaptive threshold, so the in-process floor did not pay this and the transformer did.
-`keep_request_buffers` fixes the threshold instead, in every server process.
+`keep_request_buffers` fixes the threshold instead: in the transformer, and in the benchmark's process, whose
+floor does the transformer's work. Not in the predictor: TensorFlow's frees already raise the threshold there, and
+holding its many threads to two arenas made a hot swap's p99 2.10-2.30x the steady p99 in three benchmark runs,
+1.92-2.00x without (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 

@@ -120,9 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         from fundus_seg.quiet_tensorflow import load_tensorflow
-        from serving.heap import keep_request_buffers
-
-        keep_request_buffers()  # before TensorFlow's threads: tensors in and out are reused, not faulted in
 
         load_tensorflow(verbose=args.verbose)  # the predictor's own lines first; TensorFlow's with --verbose
         from serving.heap import freeze_startup_heap
