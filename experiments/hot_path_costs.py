@@ -1,7 +1,8 @@
 """What each CPU step of the two-stage hot path costs on one photo, in this process, one step at a time: the
 transformer's own work around the model calls (the floor's too), so docs/BENCHMARKS.md can say where the
 milliseconds outside the model go. The JPEG decode is timed on both of its paths (OpenCV's, taken for ordinary
-JPEGs, and Pillow's, taken for the rest), alternating, so a machine whose speed drifts slows both alike.
+JPEGs, and Pillow's, taken for the rest), alternating, so a machine whose speed drifts slows both alike. With
+the servers' malloc settings (`serving.heap`); experiments/request_page_faults.py measures what they save.
 
     .venv/bin/python experiments/hot_path_costs.py [--image shared/.../drishtiGS_002.jpg] [--version-dir models/optic-disc/4]
 """
@@ -21,6 +22,7 @@ from preprocessing import decode
 from preprocessing.confidence import field_of_view
 from preprocessing.measurements import measure
 from preprocessing.two_stage import finish, locate_input, masks_from, read_location, refine, segment_input
+from serving.heap import keep_request_buffers
 from serving.transformer.result import TWO_STAGE, answer_two_stage, geometry, mask_png, render
 
 
@@ -40,6 +42,7 @@ def main() -> None:
     parser.add_argument("--version-dir", type=Path, default=BUNDLED_MODEL_REPO / DEFAULT_MODEL_NAME / "4")
     parser.add_argument("--repeats", type=int, default=100)
     args = parser.parse_args()
+    keep_request_buffers()  # as the transformer and the benchmark's floor run (serving.heap)
 
     data = args.image.read_bytes()
     version = load_version(args.version_dir)
