@@ -9,8 +9,9 @@ clinician sees it.
 
 Ordinary 8-bit JPEGs (every fundus photo we have seen) are decoded by OpenCV's libjpeg-turbo once
 Pillow has checked the header: the same pixels as Pillow's decode (checked on all 586 JPEGs of
-both datasets), in about half the time; anything else, or anything OpenCV cannot decode whole,
-takes Pillow's path, which also gives the clear error. A JPEG whose scan is cut short but closed by
+both datasets), sooner (a DRISHTI photo: 2.6 against 2.9 ms, `experiments/hot_path_costs.py`, with
+fewer full-size copies); anything else, or anything OpenCV cannot decode whole, takes Pillow's
+path, which also gives the clear error. A JPEG whose scan is cut short but closed by
 an end marker decodes on both paths alike (the rest filled in); libjpeg then also writes a
 "Corrupt JPEG data" warning to stderr, which OpenCV gives no way to silence.
 """
