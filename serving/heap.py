@@ -9,7 +9,7 @@ that collection stalled every request for 348 ms on 2 cores in the middle of a h
 collections skip (CPython's advice for servers, and Instagram's); everything allocated later (model versions,
 requests) is collected as before, so an unloaded version is still freed.
 
-glibc's malloc maps every block over 128 KB with mmap and unmaps it on free, so a request's decoded photo (2.7 MB
+glibc's malloc maps every block over its threshold (128 KB at start) with mmap and unmaps it on free, so a request's decoded photo (2.7 MB
 for a DRISHTI one), its full-size masks and the 128 KB stage-2 answer are new pages on every request: about 1,300
 page faults and 3.5 ms for one DRISHTI decode in a process without TensorFlow (the transformer), whose page faults
 cost a virtual machine more than a host (`experiments/request_page_faults.py`). TensorFlow's own large
@@ -30,7 +30,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's <malloc.
 MMAP_THRESHOLD = 16 * MiB  # blocks from this size up are still mapped and returned at once: Pillow's image
 # blocks (16 MiB each) and a photo's pixels beyond 5.6 MP, so the largest images cost what they did before
 TRIM_THRESHOLD = 32 * MiB  # free memory kept at an arena's top before it is returned to the kernel
-ARENA_MAX = 2  # arenas that may each keep that much: one per core, not glibc's eight per core
+ARENA_MAX = 2  # arenas that may each keep that much (glibc's default: eight per core); measured on 2 cores
 
 
 def freeze_startup_heap() -> int:

@@ -20,7 +20,8 @@ from serving.transformer.config import HttpLimits
 
 log = logging.getLogger(__name__)
 
-ONE_READ = 256 * 1024  # asyncio's largest single read: a chunk may end one request's headers and start its body
+ONE_READ = 256 * 1024  # the largest single read of asyncio's and uvloop's transports: a chunk may end one
+# request's headers and start its body
 
 
 class _HeadersTooLarge(Exception):

@@ -118,6 +118,7 @@ def survives(service, small_jpeg: bytes, max_growth_mb: float = 80.0):
     slowest = max(latencies, key=lambda item: item[1])
     assert slowest[1] < 1.0, f"a healthy {slowest[0]} took {slowest[1]:.2f}s during the attack"
     growth_mb = (memory.peak() - before_kib) / 1024
+    print(f"transformer peak resident growth: {growth_mb:.0f} MB")  # `pytest -s` shows it (docs/SERVING.md)
     assert growth_mb < max_growth_mb, f"transformer resident memory grew by {growth_mb:.0f} MB"
     assert service.ready()
     assert RestClient(service.config.url).segment([small_jpeg])[0].model_version == 1
