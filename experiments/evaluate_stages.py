@@ -2,7 +2,7 @@
 ablations in docs/RESULTS.md pair one locator with stage-2 variants (experiments/stage2-ablation.sh).
 
     .venv/bin/python experiments/evaluate_stages.py --stage1 runs/x/stage1.keras --stage2 runs/y/stage2/model.keras \
-        --data ../shared/data/drishti-gs1,runs/loro-r3/rim-one-r3 [--multiple 1.75] [--oracle] [--split train]
+        --data ../shared/data/drishti-gs1,runs/loro-r3/rim-one-r3 [--multiple 1.75] [--oracle] [--split train] [--flip]
 
 --oracle cuts stage 2's crop around the EXPERT disc (what stage 2 does when stage 1 is right).
 Prints one JSON line per dataset: disc/cup Dice, RRP, flagged (as `fundus-seg evaluate --json`).
@@ -45,6 +45,18 @@ def locations(locate, folder: str, config, split: str = "test") -> dict:
             "median_ratio": round(sorted(ratios)[len(ratios) // 2], 2)}
 
 
+def mirrored_mean(segment):
+    """Stage 2 with horizontal-flip test-time augmentation: the mean of its probabilities on the crop and, mirrored
+    back, on the crop's mirror image (one batch of twice the rows)."""
+    import numpy as np
+
+    def both(crops):
+        crops = np.asarray(crops)
+        out = np.asarray(segment(np.concatenate([crops, crops[:, :, ::-1]])))
+        return 0.5 * (out[:len(crops)] + out[len(crops):, :, ::-1])
+    return both
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage1", required=True)
@@ -57,6 +69,8 @@ def main() -> None:
     parser.add_argument("--locator-view", type=float, default=1.5, help="their side, in located disc diameters")
     parser.add_argument("--oracle", action="store_true")
     parser.add_argument("--locations", action="store_true", help="score stage 1's location only")
+    parser.add_argument("--flip", action="store_true",
+                        help="test-time augmentation: stage 2's answer averaged with its answer on the mirrored crop")
     parser.add_argument("--label", default="", help="a name printed with each line")
     parser.add_argument("--split", default="test", choices=("train", "test"),
                         help="the split scored: an unseen instrument's train split is a selection set, its test split "
@@ -74,6 +88,8 @@ def main() -> None:
     stage1 = keras.models.load_model(args.stage1, compile=False)
     stage2 = keras.models.load_model(args.stage2, compile=False)
     locate, segment = keras_predictor(stage1), keras_predictor(stage2)
+    if args.flip:
+        segment = mirrored_mean(segment)
     config = TwoStageConfig(crop=DiscCropConfig(multiple=args.multiple, size=args.size), second_looks=args.second_looks,
                             locator_looks=args.locator_looks, locator_view=args.locator_view)
     for folder in args.data.split(","):
@@ -81,7 +97,7 @@ def main() -> None:
             print(json.dumps({"label": args.label, "data": Path(folder).name, "split": args.split, **locations(locate, folder, config, args.split)}))
             continue
         scores = evaluate_two_stage(locate, segment, folder, args.split, config, oracle=args.oracle)
-        brief = {"label": args.label, "data": Path(folder).name, "split": args.split, "oracle": args.oracle, "size": args.size, "looks": args.second_looks,
+        brief = {"label": args.label, "data": Path(folder).name, "split": args.split, "oracle": args.oracle, "flip": args.flip, "size": args.size, "looks": args.second_looks,
                  "locator_looks": args.locator_looks, "locator_view": args.locator_view, "n": scores["n"],
                  "disc": scores["dice_mean"], "disc_min": scores["dice_min"], "rrp": scores["rrp"],
                  "cup": scores["cup"]["dice_mean"], "flagged": scores["flagged"]["n"],
