@@ -13,25 +13,11 @@ V=runs/loro-r3/models/optic-disc/1
 DATA=../shared/data/drishti-gs1,runs/loro-r3/rim-one-r1r2
 OUT=runs/size
 mkdir -p $OUT
-.venv/bin/python - <<'PY'
-import csv, os
-from pathlib import Path
-src = Path("../shared/data/rim-one-dl").resolve()
-rows = [r for r in csv.DictReader(open(src / "manifest.csv")) if r["source_release"] == "r3" and r["split"] == "train"]
-folder = Path("runs/size/rim-one-r3-train")
-for r in rows:
-    for column in ("image", "disc_mask", "cup_mask"):
-        (folder / r[column]).parent.mkdir(parents=True, exist_ok=True)
-        if not (folder / r[column]).exists():
-            os.symlink(src / r[column], folder / r[column])
-with open(folder / "manifest.csv", "w", newline="") as handle:
-    writer = csv.DictWriter(handle, list(rows[0])); writer.writeheader(); writer.writerows(rows)
-PY
 for size in ${@:-128 192 256}; do
   [ -f $OUT/$size/stage2/model.keras ] || /usr/bin/time -f "size $size: stage 2 %e s" .venv/bin/python experiments/train_two_stage.py \
       --stage 2 --out $OUT/$size --data $DATA --epochs 6 --steps 50 --size $size > $OUT/$size.log 2>&1
   for oracle in "" --oracle; do
     .venv/bin/python experiments/evaluate_stages.py --stage1 $V/model.keras --stage2 $OUT/$size/stage2/model.keras \
-        --size $size --data $OUT/rim-one-r3-train --split train --label size-$size $oracle 2>/dev/null | tee -a $OUT/scores.jsonl; done
+        --size $size --data runs/loro-r3/rim-one-r3-train --split train --label size-$size $oracle 2>/dev/null | tee -a $OUT/scores.jsonl; done
 done
 echo done

@@ -2,7 +2,7 @@
 # outputs go to runs/loro-<release>/ (not committed).
 # The two-stage model at Table 2's budget trained on drishti-gs1 + the two other RIM-ONE releases (their train
 # splits) and tested on every image of the held-out release (another camera and hospital, never trained on).
-# The two folders under runs/loro-<release> are manifests over ../shared/data/rim-one-dl (symlinks; made by the
+# The three folders under runs/loro-<release> are manifests over ../shared/data/rim-one-dl (symlinks; made by the
 # python snippet below). docs/RESULTS.md, "Two-stage across instruments".
 set -e
 export TF_CPP_MIN_LOG_LEVEL=2
@@ -16,9 +16,13 @@ out = sys.argv[1]
 src = Path("../shared/data/rim-one-dl").resolve()
 rows = list(csv.DictReader(open(src / "manifest.csv")))
 kept_releases = tuple(r for r in ("r1", "r2", "r3") if r != out)
-for name, releases, split in ((f"rim-one-{''.join(kept_releases)}", kept_releases, None), (f"rim-one-{out}", (out,), "test")):
+for name, releases, only, relabel in (
+        (f"rim-one-{''.join(kept_releases)}", kept_releases, None, None),  # trained on: their train splits
+        (f"rim-one-{out}", (out,), None, "test"),  # scored: every image of the held-out release
+        (f"rim-one-{out}-train", (out,), "train", None)):  # its train split alone, a selection set (no test image)
     folder = Path(f"runs/loro-{out}") / name
-    kept = [dict(r, split=split or r["split"]) for r in rows if r["source_release"] in releases]
+    kept = [dict(r, split=relabel or r["split"]) for r in rows
+            if r["source_release"] in releases and only in (None, r["split"])]
     for r in kept:
         for column in ("image", "disc_mask", "cup_mask"):
             (folder / r[column]).parent.mkdir(parents=True, exist_ok=True)
