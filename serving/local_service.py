@@ -46,6 +46,7 @@ class LocalServiceConfig:
     poll_seconds: float = 1.0
     log_dir: Path | None = None  # None: children write to this process's stdout/stderr
     extra_transformer_args: list[str] = field(default_factory=list)
+    extra_predictor_args: list[str] = field(default_factory=list)  # e.g. --batching_parameters_file
     verbose: bool = False  # TensorFlow's start-up lines from both processes
 
     def __post_init__(self) -> None:
@@ -74,7 +75,8 @@ class LocalServiceConfig:
                 "--required_input", "images:uint8|float32:-1,128,128,3",
                 "--required_output", "disc_probability:float32:-1,128,128,1",
                 "--tensorflow_intra_op_parallelism", str(self.predictor_intra_op_threads),
-                *(["--enable_batching"] if self.enable_batching else []), *(["--verbose"] if self.verbose else [])]
+                *(["--enable_batching"] if self.enable_batching else []), *(["--verbose"] if self.verbose else []),
+                *self.extra_predictor_args]
 
     def transformer_command(self) -> list[str]:
         port = self.predictor_grpc_port if self.predictor_api == "grpc" else self.predictor_rest_port
