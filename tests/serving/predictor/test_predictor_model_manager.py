@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from serving.predictor.config import PredictorConfig
 from serving.predictor.errors import InvalidArgument, NotFound
-from serving.predictor.model_manager import ModelManager, ModelRef, State
+from serving.predictor.model_manager import LOADING_SWITCH_INTERVAL_S, ModelManager, ModelRef, State
 from tests.serving.predictor.helpers import fake_load, make_version, run, settled, until
 
 LATEST = ModelRef("optic-disc")
@@ -117,3 +118,30 @@ def test_label_moves_only_when_its_new_target_is_available(tmp_path):
             manager.resolve(LATEST)
         await manager.close()
     run(main)
+
+
+def test_a_load_runs_with_short_gil_turns_and_serving_gets_the_default_back(tmp_path):
+    intervals: list[float] = []
+
+    def load(path: Path):
+        intervals.append(sys.getswitchinterval())
+        if path.name == "2":
+            raise RuntimeError("a load that fails restores the interval too")
+        return fake_load(path)
+
+    async def main() -> None:
+        make_version(tmp_path, 1)
+        manager = ModelManager(PredictorConfig(model_name="optic-disc", model_base_path=tmp_path), load=load)
+        manager.read_config()
+        manager.poll()
+        await until(manager.is_ready)
+        assert sys.getswitchinterval() == default
+        make_version(tmp_path, 2)
+        manager.poll()
+        await until(lambda: manager.status(ModelRef("optic-disc", version=2))[0].state == State.END)
+        assert sys.getswitchinterval() == default
+        await manager.close()
+
+    default = sys.getswitchinterval()
+    run(main)
+    assert intervals == [LOADING_SWITCH_INTERVAL_S] * 2 and LOADING_SWITCH_INTERVAL_S < default
