@@ -4,6 +4,7 @@ ablations in docs/RESULTS.md pair one locator with stage-2 variants (experiments
     .venv/bin/python experiments/evaluate_stages.py --stage1 runs/x/stage1.keras --stage2 runs/y/stage2/model.keras \
         --data ../shared/data/drishti-gs1,runs/loro-r3/rim-one-r3 [--multiple 1.75] [--oracle] [--split train] [--flip]
 
+--stage2 takes several models, comma-separated: stage 2 is then their ensemble (the mean of their probabilities).
 --oracle cuts stage 2's crop around the EXPERT disc (what stage 2 does when stage 1 is right).
 Prints one JSON line per dataset: disc/cup Dice, RRP, flagged (as `fundus-seg evaluate --json`).
 --locations prints, instead, how far stage 1's location is from the expert disc: per dataset, how many test images
@@ -57,6 +58,15 @@ def mirrored_mean(segment):
     return both
 
 
+def ensemble_mean(segments):
+    """Stage 2 as the mean of several stage-2 models' probabilities on the same crops."""
+    import numpy as np
+
+    def mean(crops):
+        return np.mean([np.asarray(segment(crops)) for segment in segments], axis=0)
+    return mean
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage1", required=True)
@@ -86,8 +96,8 @@ def main() -> None:
     from training_job.evaluate import evaluate_two_stage, keras_predictor
 
     stage1 = keras.models.load_model(args.stage1, compile=False)
-    stage2 = keras.models.load_model(args.stage2, compile=False)
-    locate, segment = keras_predictor(stage1), keras_predictor(stage2)
+    stage2 = [keras_predictor(keras.models.load_model(path, compile=False)) for path in args.stage2.split(",")]
+    locate, segment = keras_predictor(stage1), stage2[0] if len(stage2) == 1 else ensemble_mean(stage2)
     if args.flip:
         segment = mirrored_mean(segment)
     config = TwoStageConfig(crop=DiscCropConfig(multiple=args.multiple, size=args.size), second_looks=args.second_looks,
