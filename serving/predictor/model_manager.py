@@ -88,15 +88,15 @@ LOADING_SWITCH_INTERVAL_S = 0.001
 """The GIL switch interval while a version loads (Python's default: 5 ms). Loading is seconds of Python holding
 the GIL in the loader thread, and niceness does not reach the GIL: every time a request's thread wants it back
 (after each model call, each gRPC read) it waited up to a whole interval. A hot swap's p99 during the load: 46 ms
-against 68 (medians of six runs each, `experiments/swap_gc_pause.py --switch-interval-ms 1`; docs/BENCHMARKS.md).
+against 68 (medians of six runs each, `experiments/swap_gc_pause.py [--switch-interval-ms 5]`; docs/BENCHMARKS.md).
 Only while loading: in steady serving the shorter interval slowed the Predict hop."""
 
 
 @contextmanager
-def _short_gil_turns() -> Iterator[None]:
+def short_gil_turns(interval_s: float = LOADING_SWITCH_INTERVAL_S) -> Iterator[None]:
     """Hand the GIL back to serving threads sooner while the loader thread runs Python."""
     default = sys.getswitchinterval()
-    sys.setswitchinterval(LOADING_SWITCH_INTERVAL_S)
+    sys.setswitchinterval(interval_s)
     try:
         yield
     finally:
@@ -325,7 +325,7 @@ class ModelManager:
 
     def _load_unchanged(self, mv: ModelVersion) -> Servable:
         """Load in the loader thread; refuse the result if the files changed meanwhile (a copy in progress)."""
-        with _short_gil_turns():  # the one loader thread: loads never overlap
+        with short_gil_turns():  # the one loader thread: loads never overlap
             servable = self._load_fn(mv.path)
         if fingerprint(mv.path) != mv.fingerprint:
             raise RuntimeError("its files changed while it was loading (still being written?); "
