@@ -2,14 +2,15 @@
 over gRPC (the transformer's client), batch 1, uint8 input, on a quiet one-machine predictor.
 
     .venv/bin/python experiments/predictor_hop.py [--version-dir models/optic-disc/4] [--requests 200] [--no-batching]
-        [--minimal]
+        [--minimal] [--sync-client]
 
 docs/BENCHMARKS.md, "Runs of 2026-12-06". The in-process figure is taken before and after the gRPC one.
 `--minimal` also times a bare server in a child process: a synchronous grpc.server whose handler thread reads the
 TensorProto, calls the signature and writes the reply, with none of the predictor's version management, validation,
 batching or metrics, on one TensorFlow op thread as the predictor runs; the child first times the same calls in its
 own process on that one thread. What the predictor's own code costs per Predict is its figure less the bare
-server's (docs/BENCHMARKS.md, "A bare server").
+server's (docs/BENCHMARKS.md, "A bare server"). `--sync-client` alternates, request by request, the transformer's
+grpc.aio client with a synchronous stub called in a worker thread (docs/BENCHMARKS.md, "Three more probes").
 """
 from __future__ import annotations
 
@@ -91,6 +92,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--no-batching", action="store_true")
     parser.add_argument("--minimal", action="store_true", help="also time a bare server (see the docstring)")
+    parser.add_argument("--sync-client", action="store_true",
+                        help="alternate the grpc.aio client with a synchronous stub in a thread")
     parser.add_argument("--bare-server", nargs=2, metavar=("VERSION_DIR", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:
@@ -128,6 +131,41 @@ def main() -> None:
         await predictor.close()
         return samples
 
+    async def aio_against_sync(target: str) -> dict[str, dict[str, list[float]]]:
+        """The same Predict through the transformer's grpc.aio client and a synchronous stub in a worker thread,
+        alternating request by request (which goes first alternates too), so drift slows both alike."""
+        import grpc
+
+        from serving.protos.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+        from serving.transformer.predictor_client import INPUT, OUTPUTS, to_tensor_proto
+
+        predictor = GrpcPredictor(target, DEFAULT_MODEL_NAME)
+        channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", -1),
+                                                         ("grpc.max_receive_message_length", -1)])
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        loop = asyncio.get_running_loop()
+
+        def sync_predict(name: str) -> None:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name, request.model_spec.signature_name = DEFAULT_MODEL_NAME, name
+            request.inputs[INPUT].CopyFrom(to_tensor_proto(image))
+            request.output_filter.extend(OUTPUTS[name])
+            stub.Predict(request, timeout=30)
+
+        clients = {"grpc.aio": lambda name: predictor.predict(image, signature=name),
+                   "sync stub in a thread": lambda name: loop.run_in_executor(None, sync_predict, name)}
+        samples = {client: {name: [] for name in SIGNATURES} for client in clients}
+        for i in range(WARM_UP + args.requests):
+            for client, call in list(clients.items())[:: 1 if i % 2 else -1]:
+                for name in SIGNATURES:
+                    started = time.perf_counter()
+                    await call(name)
+                    if i >= WARM_UP:
+                        samples[client][name].append((time.perf_counter() - started) * 1000)
+        await predictor.close()
+        channel.close()
+        return samples
+
     with tempfile.TemporaryDirectory(prefix="predictor-hop-") as scratch:
         repo = Path(scratch) / "models"
         shutil.copytree(args.version_dir, repo / DEFAULT_MODEL_NAME / args.version_dir.name)
@@ -140,9 +178,14 @@ def main() -> None:
             before = {name: in_process(name) for name in SIGNATURES}
             remote = asyncio.run(over_grpc(f"{config.host}:{config.predictor_grpc_port}"))
             after = {name: in_process(name) for name in SIGNATURES}
+            clients = (asyncio.run(aio_against_sync(f"{config.host}:{config.predictor_grpc_port}"))
+                       if args.sync_client else {})
     for name in SIGNATURES:
         print(f"{name}: in-process p50 {statistics.median(before[name]):.2f} / {statistics.median(after[name]):.2f} ms "
               f"(before / after), over gRPC p50 {statistics.median(remote[name]):.2f} ms")
+    for client, by_signature in clients.items():
+        print(f"{client}, alternating: " + ", ".join(
+            f"{name} p50 {statistics.median(values):.2f} ms" for name, values in by_signature.items()))
     if args.minimal:
         port = free_port()
         child = subprocess.Popen([sys.executable, __file__, "--bare-server", str(args.version_dir), str(port),
