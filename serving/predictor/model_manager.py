@@ -89,7 +89,7 @@ LOADING_SWITCH_INTERVAL_S = 0.001
 the GIL in the loader thread, and niceness does not reach the GIL: every time a request's thread wants it back
 (after each model call, each gRPC read) it waited up to a whole interval. A hot swap's p99 during the load: 46 ms
 against 68 (medians of six runs each, `experiments/swap_gc_pause.py [--switch-interval-ms 5]`; docs/BENCHMARKS.md).
-Only while loading: in steady serving the shorter interval slowed the Predict hop."""
+Only while loading, where it was measured: steady serving keeps Python's default."""
 
 
 @contextmanager

@@ -16,15 +16,21 @@ from tests.serving.predictor.helpers import fake_load, make_version, run, settle
 LATEST = ModelRef("optic-disc")
 
 
+async def serving_version_1(base: Path, load=fake_load) -> ModelManager:
+    """A manager over `base` with version 1 written, loaded and AVAILABLE."""
+    make_version(base, 1)
+    manager = ModelManager(PredictorConfig(model_name="optic-disc", model_base_path=base), load=load)
+    manager.read_config()
+    manager.poll()
+    await until(manager.is_ready)
+    return manager
+
+
 def test_replaced_version_unloads_only_after_its_in_flight_requests(tmp_path, caplog):
     unloading = "Unloading servable version {name: optic-disc version: 1} after 1 in-flight requests"
 
     async def main() -> None:
-        make_version(tmp_path, 1)
-        manager = ModelManager(PredictorConfig(model_name="optic-disc", model_base_path=tmp_path), load=fake_load)
-        manager.read_config()
-        manager.poll()
-        await until(manager.is_ready)
+        manager = await serving_version_1(tmp_path)
         with manager.lease(LATEST) as held:
             make_version(tmp_path, 2)
             manager.poll()
@@ -130,11 +136,7 @@ def test_a_load_runs_with_short_gil_turns_and_serving_gets_the_default_back(tmp_
         return fake_load(path)
 
     async def main() -> None:
-        make_version(tmp_path, 1)
-        manager = ModelManager(PredictorConfig(model_name="optic-disc", model_base_path=tmp_path), load=load)
-        manager.read_config()
-        manager.poll()
-        await until(manager.is_ready)
+        manager = await serving_version_1(tmp_path, load)
         assert sys.getswitchinterval() == default
         make_version(tmp_path, 2)
         manager.poll()
