@@ -41,6 +41,16 @@ async def serve(port: int, thread_hop: bool) -> None:
     await server.wait_for_termination()
 
 
+def serve_sync(port: int) -> None:
+    """The same echo on grpcio's synchronous server: the handler runs in one of its pool threads."""
+    server = grpc.server(ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "Echo", {"Call": grpc.unary_unary_rpc_method_handler(lambda request, context: REPLY)}),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
 async def round_trips(port: int, calls: int) -> list[float]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = channel.unary_unary("/Echo/Call")
@@ -60,20 +70,25 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--thread-hop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sync-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve, args.thread_hop))
+        if args.sync_server:
+            serve_sync(args.serve)
+        else:
+            asyncio.run(serve(args.serve, args.thread_hop))
         return
-    for thread_hop in (False, True):
+    variants = {"grpc.aio, no worker-thread hop": [], "grpc.aio, a worker-thread hop": ["--thread-hop"],
+                "the synchronous server (handler in its pool thread)": ["--sync-server"]}
+    for name, flags in variants.items():
         port = free_port()
-        server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(port),
-                                   *(["--thread-hop"] if thread_hop else [])])
+        server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(port), *flags])
         try:
             samples = asyncio.run(round_trips(port, args.calls))
         finally:
             server.terminate()
             server.wait(10)
-        print(f"{'with' if thread_hop else 'without'} a worker-thread hop: p50 {statistics.median(samples):.2f} ms, "
+        print(f"{name}: p50 {statistics.median(samples):.2f} ms, "
               f"p90 {sorted(samples)[int(len(samples) * 0.9)]:.2f} ms")
 
 
