@@ -1,25 +1,26 @@
-# Run from the repository root: bash experiments/continue-stage2.sh BASE OUT EPOCHS SEED
+# Run from the repository root: bash experiments/continue-stage2.sh BASE OUT EPOCHS SEED [BASE_LOCATOR_SECONDS]
 # A bundled two-stage version's stage 2 trained on from its own weights (EPOCHS x 200 x 16 more crops of the base's
 # 1.75 disc diameters, both datasets' train splits, the same jitter and instrument augmentation, peak learning rate
 # 5e-4, cosine), paired with the base's stage 1 unchanged, exported with today's signatures, scored once on both test
 # splits through the serving pipeline, then published into OUT/models (not committed). docs/RESULTS.md:
 #     version 4: bash experiments/continue-stage2.sh models/optic-disc/3 runs/bundle-v4 8 1
 #     version 5: bash experiments/continue-stage2.sh models/optic-disc/4 runs/bundle-v5 32 2
-# Every bundled two-stage version's locator is version 2's (9.3 minutes), so the stage-2 time-to-Dice log starts from
-# the base's training minutes less those, and the new card counts both stages' whole lineage.
+# BASE_LOCATOR_SECONDS is the training time in the base's locator (default 558: version 2's 9.3 minutes, the locator
+# of versions 2 to 5; version 6's is 1399.6, experiments/continue-stage1.sh), so the stage-2 time-to-Dice log starts
+# from the base's training minutes less those, and the new card counts both stages' whole lineage.
 set -e
 export TF_CPP_MIN_LOG_LEVEL=2
-BASE=$1 OUT=$2 EPOCHS=$3 SEED=$4
+BASE=$1 OUT=$2 EPOCHS=$3 SEED=$4 LOCATOR_SECONDS=${5:-558}
 mkdir -p $OUT/stage1 $OUT/stage2
 cp $BASE/model.keras $OUT/stage1/model.keras
-.venv/bin/python - "$BASE" "$OUT" <<'PY'
+.venv/bin/python - "$BASE" "$OUT" "$LOCATOR_SECONDS" <<'PY'
 import json, sys
 from pathlib import Path
 base, out = Path(sys.argv[1]), Path(sys.argv[2])
 card = json.loads((base / "metrics.json").read_text())
 stage1 = {k: v for k, v in card["config"].items() if k != "segment"}
 (out / "stage1" / "config.json").write_text(json.dumps(stage1, indent=2))
-stage1_seconds = 9.3 * 60  # docs/RESULTS.md, "Version 3": version 2's stage 1, unchanged since
+stage1_seconds = float(sys.argv[3])
 (out / "stage1" / "log.jsonl").write_text(json.dumps({"epoch": 0, "seconds": stage1_seconds, "from": str(base)}) + "\n")
 log = out / "stage2" / "log.jsonl"
 if not log.exists():
