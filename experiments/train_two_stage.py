@@ -66,7 +66,8 @@ def stage2(args) -> None:
     jitter = {k: v for k, v in (("scale", args.jitter_scale), ("shift", args.jitter_shift)) if v is not None}
     config = SegmentStageConfig(train=TrainConfig(epochs=args.epochs or 30, steps_per_epoch=args.steps or 200,
                                                   batch_size=16, learning_rate=args.lr, seed=args.seed),
-                                model=dataclasses.replace(defaults.model, input_size=args.size or defaults.model.input_size),
+                                model=dataclasses.replace(defaults.model, input_size=args.size or defaults.model.input_size,
+                                                          dropout=args.dropout if args.dropout is not None else defaults.model.dropout),
                                 crop=dataclasses.replace(defaults.crop, **({"multiple": args.multiple} if args.multiple else {}),
                                                          size=args.size or defaults.crop.size),
                                 jitter=dataclasses.replace(CropJitter(), **jitter) if jitter else None,
@@ -198,6 +199,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="stage 2: peak learning rate (cosine schedule)")
     parser.add_argument("--size", type=int, help="stage 2: the crop's side in pixels, which is stage 2's U-Net input "
                         "(default SegmentStageConfig's, 128; a multiple of 2**depth = 64)")
+    parser.add_argument("--dropout", type=float, help="stage 2: spatial dropout rate inside each U-Net block (default "
+                        "SegmentStageConfig's, 0)")
     parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")),
                         help="stage 2: LOW,HIGH factor of the located diameter's error (default CropJitter's)")
     parser.add_argument("--jitter-shift", type=float, help="stage 2: centre error, in diameters (default CropJitter's)")
