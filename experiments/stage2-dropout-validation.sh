@@ -5,7 +5,8 @@
 # of rim-one-dl's TRAIN split (seeded, per release and label) is held out as a validation set; stage 2 is trained
 # from scratch on the rest plus drishti-gs1's train split, once per dropout rate (spatial dropout inside each U-Net
 # block, EPOCHS x 100 x 16 crops, the bundled recipe otherwise), and each is scored on the validation images through
-# the serving pipeline, from the bundled locator's location and (--oracle) from the expert disc.
+# the serving pipeline, from the bundled locator's location and (--oracle) from the expert disc, the latter also per
+# RIM-ONE release (camera).
 set -e
 export TF_CPP_MIN_LOG_LEVEL=2
 EPOCHS=${1:-8}; shift || true
@@ -20,8 +21,11 @@ held = set()
 for group in sorted({(r["source_release"], r["label"]) for r in rows}):
     ids = sorted(r["id"] for r in rows if (r["source_release"], r["label"]) == group)
     held.update(rng.sample(ids, round(len(ids) / 5)))
+validation = [dict(r, split="test") for r in rows if r["id"] in held]  # scored as "test"
 for name, kept in (("rim-one-fit", [r for r in rows if r["id"] not in held]),  # trained on (split "train")
-                   ("rim-one-val", [dict(r, split="test") for r in rows if r["id"] in held])):  # scored as "test"
+                   ("rim-one-val", validation),
+                   *((f"rim-one-val-{release}", [r for r in validation if r["source_release"] == release])
+                     for release in ("r1", "r2", "r3"))):  # the same images by camera
     folder = Path("runs/cup-val") / name
     for r in kept:
         for column in ("image", "disc_mask", "cup_mask"):
@@ -37,8 +41,9 @@ for RATE in $RATES; do
     [ -f $OUT/stage2/model.keras ] || /usr/bin/time -f "dropout $RATE: stage 2 %e s" .venv/bin/python experiments/train_two_stage.py \
         --stage 2 --out $OUT --data ../shared/data/drishti-gs1,runs/cup-val/rim-one-fit --epochs $EPOCHS --steps 100 --seed 0 \
         --dropout $RATE
-    for WHERE in "" --oracle; do
-        .venv/bin/python experiments/evaluate_stages.py --stage1 models/optic-disc/6/model.keras --stage2 $OUT/stage2/model.keras \
-            --data runs/cup-val/rim-one-val $WHERE --label "dropout $RATE ${WHERE:-located}"
-    done
+    .venv/bin/python experiments/evaluate_stages.py --stage1 models/optic-disc/6/model.keras --stage2 $OUT/stage2/model.keras \
+        --data runs/cup-val/rim-one-val --label "dropout $RATE located"
+    .venv/bin/python experiments/evaluate_stages.py --stage1 models/optic-disc/6/model.keras --stage2 $OUT/stage2/model.keras \
+        --data runs/cup-val/rim-one-val,runs/cup-val/rim-one-val-r1,runs/cup-val/rim-one-val-r2,runs/cup-val/rim-one-val-r3 \
+        --oracle --label "dropout $RATE --oracle"
 done
