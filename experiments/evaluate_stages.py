@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=("train", "test"),
                         help="the split scored: an unseen instrument's train split is a selection set, its test split "
                              "the report")
+    parser.add_argument("--per-image", metavar="DIR", help="also write each dataset's rows as DIR/<dataset>.csv "
+                        "(the columns of `fundus-seg evaluate --per-image`)")
     args = parser.parse_args()
     from fundus_seg.quiet_tensorflow import load_tensorflow
 
@@ -93,7 +95,8 @@ def main() -> None:
 
     from preprocessing.disc_crop import DiscCropConfig
     from preprocessing.two_stage import TwoStageConfig
-    from training_job.evaluate import evaluate_two_stage, keras_predictor
+    from training_job.evaluate import evaluate_two_stage_images, keras_predictor, score_images
+    from training_job.evaluation_report import write_per_image
 
     stage1 = keras.models.load_model(args.stage1, compile=False)
     stage2 = [keras_predictor(keras.models.load_model(path, compile=False)) for path in args.stage2.split(",")]
@@ -106,7 +109,10 @@ def main() -> None:
         if args.locations:
             print(json.dumps({"label": args.label, "data": Path(folder).name, "split": args.split, **locations(locate, folder, config, args.split)}))
             continue
-        scores = evaluate_two_stage(locate, segment, folder, args.split, config, oracle=args.oracle)
+        images = evaluate_two_stage_images(locate, segment, folder, args.split, config, oracle=args.oracle)
+        if args.per_image:
+            write_per_image(Path(args.per_image) / f"{Path(folder).name}.csv", images)
+        scores = score_images(images)
         brief = {"label": args.label, "data": Path(folder).name, "split": args.split, "oracle": args.oracle, "flip": args.flip, "size": args.size, "looks": args.second_looks,
                  "locator_looks": args.locator_looks, "locator_view": args.locator_view, "n": scores["n"],
                  "disc": scores["dice_mean"], "disc_min": scores["dice_min"], "rrp": scores["rrp"],

@@ -1,21 +1,24 @@
 # Run from the repository root: bash experiments/stage2-dropout-validation.sh [EPOCHS] [DROPOUT...]
-# (default: 8 epochs; dropout 0 and 0.2). Outputs go to runs/cup-val/ (not committed).
+# (default: 12 epochs, as docs/RESULTS.md ran it; dropout 0 and 0.2). Outputs go to runs/cup-val/ (not committed).
 # Is the rim-one-dl cup's gap between training and unseen images (0.856 against 0.792 for version 6, docs/RESULTS.md
 # "Where version 5's rim-one-dl cup is lost") closed by regularising stage 2? Chosen without any test split: a fifth
 # of rim-one-dl's TRAIN split (seeded, per release and label) is held out as a validation set; stage 2 is trained
 # from scratch on the rest plus drishti-gs1's train split, once per dropout rate (spatial dropout inside each U-Net
 # block, EPOCHS x 100 x 16 crops, the bundled recipe otherwise), and each is scored on the validation images through
 # the serving pipeline, from the bundled locator's location and (--oracle) from the expert disc, the latter also per
-# RIM-ONE release (camera).
+# RIM-ONE release (camera), with one CSV row per image in runs/cup-val/dropout-RATE/per-image/.
 set -e
 export TF_CPP_MIN_LOG_LEVEL=2
-EPOCHS=${1:-8}; shift || true
+EPOCHS=${1:-12}; shift || true
 RATES=${*:-0 0.2}
 .venv/bin/python - <<'PY'
-import csv, os, random
+import random, sys
 from pathlib import Path
-src = Path("../shared/data/rim-one-dl").resolve()
-rows = [r for r in csv.DictReader(open(src / "manifest.csv")) if r["split"] == "train"]
+sys.path.insert(0, "experiments")
+from manifest_subsets import read_rows, write_subset
+src = Path("../shared/data/rim-one-dl")
+every = read_rows(src)
+rows = [r for r in every if r["split"] == "train"]
 rng = random.Random(0)
 held = set()
 for group in sorted({(r["source_release"], r["label"]) for r in rows}):
@@ -26,14 +29,7 @@ for name, kept in (("rim-one-fit", [r for r in rows if r["id"] not in held]),  #
                    ("rim-one-val", validation),
                    *((f"rim-one-val-{release}", [r for r in validation if r["source_release"] == release])
                      for release in ("r1", "r2", "r3"))):  # the same images by camera
-    folder = Path("runs/cup-val") / name
-    for r in kept:
-        for column in ("image", "disc_mask", "cup_mask"):
-            (folder / r[column]).parent.mkdir(parents=True, exist_ok=True)
-            if not (folder / r[column]).exists():
-                os.symlink(src / r[column], folder / r[column])
-    with open(folder / "manifest.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0])); writer.writeheader(); writer.writerows(kept)
+    write_subset(Path("runs/cup-val") / name, src, kept, list(every[0]))
     print(name, len(kept))
 PY
 for RATE in $RATES; do
@@ -45,5 +41,5 @@ for RATE in $RATES; do
         --data runs/cup-val/rim-one-val --label "dropout $RATE located"
     .venv/bin/python experiments/evaluate_stages.py --stage1 models/optic-disc/6/model.keras --stage2 $OUT/stage2/model.keras \
         --data runs/cup-val/rim-one-val,runs/cup-val/rim-one-val-r1,runs/cup-val/rim-one-val-r2,runs/cup-val/rim-one-val-r3 \
-        --oracle --label "dropout $RATE --oracle"
+        --oracle --label "dropout $RATE --oracle" --per-image $OUT/per-image
 done

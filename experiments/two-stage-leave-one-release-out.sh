@@ -10,26 +10,21 @@ OUT=${1:-r3}
 case $OUT in r1|r2|r3) ;; *) echo "usage: $0 [r1|r2|r3]" >&2; exit 2;; esac
 KEPT=$(echo r1 r2 r3 | tr ' ' '\n' | grep -v "^$OUT$" | tr -d '\n')
 .venv/bin/python - "$OUT" <<'PY'
-import csv, os, sys
+import sys
 from pathlib import Path
+sys.path.insert(0, "experiments")
+from manifest_subsets import read_rows, write_subset
 out = sys.argv[1]
-src = Path("../shared/data/rim-one-dl").resolve()
-rows = list(csv.DictReader(open(src / "manifest.csv")))
+src = Path("../shared/data/rim-one-dl")
+rows = read_rows(src)
 kept_releases = tuple(r for r in ("r1", "r2", "r3") if r != out)
 for name, releases, only, relabel in (
         (f"rim-one-{''.join(kept_releases)}", kept_releases, None, None),  # trained on: their train splits
         (f"rim-one-{out}", (out,), None, "test"),  # scored: every image of the held-out release
         (f"rim-one-{out}-train", (out,), "train", None)):  # its train split alone, a selection set (no test image)
-    folder = Path(f"runs/loro-{out}") / name
     kept = [dict(r, split=relabel or r["split"]) for r in rows
             if r["source_release"] in releases and only in (None, r["split"])]
-    for r in kept:
-        for column in ("image", "disc_mask", "cup_mask"):
-            (folder / r[column]).parent.mkdir(parents=True, exist_ok=True)
-            if not (folder / r[column]).exists():
-                os.symlink(src / r[column], folder / r[column])
-    with open(folder / "manifest.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0])); writer.writeheader(); writer.writerows(kept)
+    write_subset(Path(f"runs/loro-{out}") / name, src, kept, list(rows[0]))
 PY
 mkdir -p runs/logs
 .venv/bin/python -m training_job --data ../shared/data/drishti-gs1,runs/loro-$OUT/rim-one-$KEPT --eval-data runs/loro-$OUT/rim-one-$OUT \
