@@ -1,4 +1,4 @@
-# Run from the repository root: bash experiments/continue-stage2.sh BASE OUT EPOCHS SEED [BASE_LOCATOR_SECONDS]
+# Run from the repository root: bash experiments/continue-stage2.sh BASE OUT EPOCHS SEED [BASE_LOCATOR_SECONDS [FLAG...]]
 # A bundled two-stage version's stage 2 trained on from its own weights (EPOCHS x 200 x 16 more crops of the base's
 # 1.75 disc diameters, both datasets' train splits, the same jitter and instrument augmentation, peak learning rate
 # 5e-4, cosine), paired with the base's stage 1 unchanged, exported with today's signatures, scored once on both test
@@ -7,10 +7,12 @@
 #     version 5: bash experiments/continue-stage2.sh models/optic-disc/4 runs/bundle-v5 32 2
 # BASE_LOCATOR_SECONDS is the training time in the base's locator (default 558: version 2's 9.3 minutes, the locator
 # of versions 2 to 5; version 6's is 1399.6, experiments/continue-stage1.sh), so the stage-2 time-to-Dice log starts
-# from the base's training minutes less those, and the new card counts both stages' whole lineage.
+# from the base's training minutes less those, and the new card counts both stages' whole lineage. Any FLAG after it
+# goes to train_two_stage.py's stage-2 training (e.g. --cup-weight 2).
 set -e
 export TF_CPP_MIN_LOG_LEVEL=2
 BASE=$1 OUT=$2 EPOCHS=$3 SEED=$4 LOCATOR_SECONDS=${5:-558}
+shift 4; shift || true  # what is left: stage-2 flags
 mkdir -p $OUT/stage1 $OUT/stage2
 cp $BASE/model.keras $OUT/stage1/model.keras
 .venv/bin/python - "$BASE" "$OUT" "$LOCATOR_SECONDS" <<'PY'
@@ -28,6 +30,6 @@ if not log.exists():
                                "from": str(base / "segment.keras")}) + "\n")
 PY
 [ -f $OUT/stage2/model.keras ] || /usr/bin/time -f "stage 2 %e s" .venv/bin/python experiments/train_two_stage.py --stage 2 \
-    --out $OUT --init $BASE/segment.keras --lr 5e-4 --epochs $EPOCHS --steps 200 --seed $SEED
+    --out $OUT --init $BASE/segment.keras --lr 5e-4 --epochs $EPOCHS --steps 200 --seed $SEED "$@"
 .venv/bin/python experiments/train_two_stage.py --stage export --out $OUT --base $BASE --repo $OUT/models
 echo done

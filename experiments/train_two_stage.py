@@ -74,7 +74,8 @@ def stage2(args) -> None:
                                 photometric=dataclasses.replace(defaults.photometric, **json.loads(args.photometric)),
                                 field_of_view=None if args.field_of_view is None and args.mirror is None else
                                 FieldOfViewAugment(p=args.field_of_view or 0.0, p_mirror=args.mirror or 0.0),
-                                second_looks=args.second_looks)
+                                second_looks=args.second_looks,
+                                cup_weight=args.cup_weight if args.cup_weight is not None else defaults.cup_weight)
     config = resolved(config, args)
     out = Path(args.out) / "stage2"
     out.mkdir(parents=True, exist_ok=True)
@@ -201,6 +202,8 @@ def main() -> None:
                         "(default SegmentStageConfig's, 128; a multiple of 2**depth = 64)")
     parser.add_argument("--dropout", type=float, help="stage 2: spatial dropout rate inside each U-Net block (default "
                         "SegmentStageConfig's, 0)")
+    parser.add_argument("--cup-weight", type=float, help="stage 2: the cup's weight in the loss against the disc's "
+                        "(default SegmentStageConfig's, 1)")
     parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")),
                         help="stage 2: LOW,HIGH factor of the located diameter's error (default CropJitter's)")
     parser.add_argument("--jitter-shift", type=float, help="stage 2: centre error, in diameters (default CropJitter's)")

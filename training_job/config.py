@@ -136,7 +136,12 @@ class SegmentStageConfig:
     """Their side in located disc diameters (`TwoStageConfig.locator_view`); None: the job's training views' width in
     disc diameters."""
 
+    cup_weight: float = 1.0
+    """The cup's weight in stage 2's loss against the disc's (`training_job.losses.disc_cup_loss`)."""
+
     def __post_init__(self) -> None:
+        if self.cup_weight <= 0:
+            raise ValueError(f"cup_weight must be positive, got {self.cup_weight}")
         if self.second_looks is not None:
             check_second_looks(self.second_looks)
         if self.locator_looks is not None:

@@ -13,7 +13,7 @@ import keras
 from preprocessing.transform import PreprocessConfig
 from training_job.config import FieldOfViewAugment, SegmentStageConfig
 from training_job.crop_data import CropSampler, CropSamples, crop_pipeline
-from training_job.losses import cup_dice, disc_cup_loss, disc_dice
+from training_job.losses import DiscCupLoss, cup_dice, disc_dice
 from training_job.progress import progress_callback
 from training_job.train import TrainResult, learning_rate
 from training_job.unet import build_unet
@@ -23,7 +23,7 @@ def compile_segment_model(model: keras.Model, config: SegmentStageConfig) -> ker
     total_steps = config.train.epochs * config.train.steps_per_epoch
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(config.train, total_steps)),
-        loss=disc_cup_loss,
+        loss=DiscCupLoss(config.cup_weight),
         metrics=[keras.metrics.MeanMetricWrapper(disc_dice, name="disc_dice"),
                  keras.metrics.MeanMetricWrapper(cup_dice, name="cup_dice")],
         jit_compile=config.train.jit_compile,

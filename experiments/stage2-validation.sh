@@ -1,5 +1,7 @@
-# Run from the repository root: bash experiments/stage2-dropout-validation.sh [EPOCHS] [DROPOUT...]
-# (default: 12 epochs, as docs/RESULTS.md ran it; dropout 0 and 0.2). Outputs go to runs/cup-val/ (not committed).
+# Run from the repository root: bash experiments/stage2-validation.sh [EPOCHS] [VARIANT...]
+# (default: 12 epochs, as docs/RESULTS.md ran it; variants dropout 0 and 0.2). A VARIANT is a stage-2 setting of
+# train_two_stage.py as FLAG=VALUE (cup-weight=2 trains with --cup-weight 2, into runs/cup-val/cup-weight-2) or a bare
+# number, a dropout rate (0.2: --dropout 0.2, into runs/cup-val/dropout-0.2). Outputs go to runs/cup-val/ (not committed).
 # Is the rim-one-dl cup's gap between training and unseen images (0.856 against 0.792 for version 6, docs/RESULTS.md
 # "Where version 5's rim-one-dl cup is lost") closed by regularising stage 2? Chosen without any test split: a fifth
 # of rim-one-dl's TRAIN split (seeded, per release and label) is held out as a validation set; stage 2 is trained
@@ -10,7 +12,7 @@
 set -e
 export TF_CPP_MIN_LOG_LEVEL=2
 EPOCHS=${1:-12}; shift || true
-RATES=${*:-0 0.2}
+VARIANTS=${*:-0 0.2}
 .venv/bin/python - <<'PY'
 import random, sys
 from pathlib import Path
@@ -32,14 +34,15 @@ for name, kept in (("rim-one-fit", [r for r in rows if r["id"] not in held]),  #
     write_subset(Path("runs/cup-val") / name, src, kept, list(every[0]))
     print(name, len(kept))
 PY
-for RATE in $RATES; do
-    OUT=runs/cup-val/dropout-$RATE
-    [ -f $OUT/stage2/model.keras ] || /usr/bin/time -f "dropout $RATE: stage 2 %e s" .venv/bin/python experiments/train_two_stage.py \
+for VARIANT in $VARIANTS; do
+    case $VARIANT in *=*) FLAG=${VARIANT%%=*} VALUE=${VARIANT#*=} ;; *) FLAG=dropout VALUE=$VARIANT ;; esac
+    NAME="$FLAG $VALUE" OUT=runs/cup-val/$FLAG-$VALUE
+    [ -f $OUT/stage2/model.keras ] || /usr/bin/time -f "$NAME: stage 2 %e s" .venv/bin/python experiments/train_two_stage.py \
         --stage 2 --out $OUT --data ../shared/data/drishti-gs1,runs/cup-val/rim-one-fit --epochs $EPOCHS --steps 100 --seed 0 \
-        --dropout $RATE
+        --$FLAG $VALUE
     .venv/bin/python experiments/evaluate_stages.py --stage1 models/optic-disc/6/model.keras --stage2 $OUT/stage2/model.keras \
-        --data runs/cup-val/rim-one-val --label "dropout $RATE located"
+        --data runs/cup-val/rim-one-val --label "$NAME located"
     .venv/bin/python experiments/evaluate_stages.py --stage1 models/optic-disc/6/model.keras --stage2 $OUT/stage2/model.keras \
         --data runs/cup-val/rim-one-val,runs/cup-val/rim-one-val-r1,runs/cup-val/rim-one-val-r2,runs/cup-val/rim-one-val-r3 \
-        --oracle --label "dropout $RATE --oracle" --per-image $OUT/per-image
+        --oracle --label "$NAME --oracle" --per-image $OUT/per-image
 done
