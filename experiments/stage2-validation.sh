@@ -2,13 +2,13 @@
 # (default: 12 epochs, as docs/RESULTS.md ran it; variants dropout 0 and 0.2). A VARIANT is a stage-2 setting of
 # train_two_stage.py as FLAG=VALUE (cup-weight=2 trains with --cup-weight 2, into runs/cup-val/cup-weight-2) or a bare
 # number, a dropout rate (0.2: --dropout 0.2, into runs/cup-val/dropout-0.2). Outputs go to runs/cup-val/ (not committed).
-# Is the rim-one-dl cup's gap between training and unseen images (0.856 against 0.792 for version 6, docs/RESULTS.md
+# First asked of dropout, then of the cup's loss weight (docs/RESULTS.md "r2's images, and the cup's weight"):
+# is the rim-one-dl cup's gap between training and unseen images (0.856 against 0.792 for version 6, docs/RESULTS.md
 # "Where version 5's rim-one-dl cup is lost") closed by regularising stage 2? Chosen without any test split: a fifth
 # of rim-one-dl's TRAIN split (seeded, per release and label) is held out as a validation set; stage 2 is trained
-# from scratch on the rest plus drishti-gs1's train split, once per dropout rate (spatial dropout inside each U-Net
-# block, EPOCHS x 100 x 16 crops, the bundled recipe otherwise), and each is scored on the validation images through
+# from scratch on the rest plus drishti-gs1's train split, once per variant (EPOCHS x 100 x 16 crops, the bundled recipe otherwise), and each is scored on the validation images through
 # the serving pipeline, from the bundled locator's location and (--oracle) from the expert disc, the latter also per
-# RIM-ONE release (camera), with one CSV row per image in runs/cup-val/dropout-RATE/per-image/.
+# RIM-ONE release (camera), with one CSV row per image in runs/cup-val/FLAG-VALUE/per-image/.
 set -e
 export TF_CPP_MIN_LOG_LEVEL=2
 EPOCHS=${1:-12}; shift || true
