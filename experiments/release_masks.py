@@ -1,30 +1,79 @@
-"""rim-one-dl TRAIN split's expert masks by release: cup/disc area, mask vCDR, components, cup outside the disc,
-contour roughness (perimeter^2 / 4 pi area), image side, the disc's share (docs/RESULTS.md "r2's images").
+"""rim-one-dl TRAIN split's expert masks by release (camera): are r2's cup labels any different from r1's and r3's?
+Per release, medians of the cup/disc area ratio, the masks' vCDR, the contour roughness (perimeter^2 / 4 pi area,
+1 for a circle), the image side and the disc's share of the image; images whose cup has more than one component;
+the largest share of a cup outside its disc; the labels (docs/RESULTS.md "r2's images, and the cup's weight").
 
-    .venv/bin/python experiments/release_masks.py
+    .venv/bin/python experiments/release_masks.py [DATASET]
+
+Only the train split is read: nothing here may be chosen from test images.
 """
+from __future__ import annotations
+
+import argparse
 import collections
-import csv
+import dataclasses
+import statistics
 
 import cv2
 import numpy as np
 
-root='../shared/data/rim-one-dl/'
-rows=[r for r in csv.DictReader(open(root+'manifest.csv')) if r['split']=='train']
-stats=collections.defaultdict(list)
-for r in rows:
-    rel=r['id'].split('_')[0]
-    d=cv2.imread(root+r['disc_mask'],0)>127
-    c=cv2.imread(root+r['cup_mask'],0)>127
-    ys,xs=np.nonzero(d)
-    ch=np.ptp(np.nonzero(c)[0])+1 if c.any() else 0
-    n,_=cv2.connectedComponents(c.astype(np.uint8))
-    outside=(c&~d).sum()/max(c.sum(),1)
-    # cup boundary roughness: perimeter^2/(4 pi area)
-    cnts,_=cv2.findContours(c.astype(np.uint8),cv2.RETR_EXTERNAL,cv2.CHAIN_APPROX_NONE)
-    per=sum(cv2.arcLength(x,True) for x in cnts)
-    circ=per**2/(4*np.pi*max(c.sum(),1))
-    stats[rel].append((c.sum()/d.sum(), ch/(np.ptp(ys)+1), n-1, outside, circ, d.shape[0], d.sum()/d.size, r['label']))
-for rel,v in sorted(stats.items()):
-    a=np.array([x[:7] for x in v],float)
-    print(rel,len(v),'area',np.median(a[:,0]).round(3),'vcdr',np.median(a[:,1]).round(3),'ncomp>1',(a[:,2]>1).sum(),'outside',a[:,3].max().round(3),'circ med',np.median(a[:,4]).round(3),'size',np.median(a[:,5]),'disc frac',np.median(a[:,6]).round(3), collections.Counter(x[7] for x in v))
+from preprocessing.datasets import Record, read_manifest
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskStats:
+    """One image's expert masks, measured."""
+
+    cup_to_disc_area: float
+    vcdr: float
+    cup_components: int
+    cup_outside_disc: float
+    cup_roughness: float
+    side_px: int
+    disc_share: float
+
+
+def read_mask(path) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 127
+
+
+def measure(record: Record) -> MaskStats:
+    disc, cup = read_mask(record.disc_mask), read_mask(record.cup_mask)
+    disc_rows = np.nonzero(disc)[0]
+    cup_rows = np.nonzero(cup)[0]
+    cup_height = np.ptp(cup_rows) + 1 if cup.any() else 0
+    components = cv2.connectedComponents(cup.astype(np.uint8))[0] - 1
+    contours = cv2.findContours(cup.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0]
+    perimeter = sum(cv2.arcLength(contour, True) for contour in contours)
+    cup_area = max(int(cup.sum()), 1)
+    return MaskStats(cup.sum() / disc.sum(), cup_height / (np.ptp(disc_rows) + 1), components,
+                     (cup & ~disc).sum() / cup_area, perimeter ** 2 / (4 * np.pi * cup_area), disc.shape[0],
+                     disc.sum() / disc.size)
+
+
+def median(stats: list[MaskStats], name: str) -> float:
+    return statistics.median(getattr(s, name) for s in stats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", nargs="?", default="../shared/data/rim-one-dl")
+    args = parser.parse_args()
+    by_release: dict[str, list[tuple[MaskStats, str]]] = collections.defaultdict(list)
+    for record in read_manifest(args.dataset):
+        if record.split == "train" and record.cup_mask is not None:
+            by_release[record.group].append((measure(record), record.label))
+    print("| release | n | cup/disc area | vCDR | cups of >1 component | most cup outside its disc | roughness | side px "
+          "| disc share | labels |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for release, measured in sorted(by_release.items()):
+        stats = [m for m, _ in measured]
+        labels = collections.Counter(label for _, label in measured)
+        labels = ", ".join(f"{label} {n}" for label, n in sorted(labels.items()))
+        print(f"| {release} | {len(stats)} | {median(stats, 'cup_to_disc_area'):.3f} | {median(stats, 'vcdr'):.3f} "
+              f"| {sum(s.cup_components > 1 for s in stats)} | {max(s.cup_outside_disc for s in stats):.3f} "
+              f"| {median(stats, 'cup_roughness'):.3f} | {median(stats, 'side_px'):.0f} | {median(stats, 'disc_share'):.3f} | {labels} |")
+
+
+if __name__ == "__main__":
+    main()

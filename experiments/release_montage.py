@@ -1,31 +1,54 @@
-"""Twelve seeded-random rim-one-dl TRAIN images of one release, raw and with the expert disc (green) and cup
-(blue) contours, into one PNG (docs/RESULTS.md "r2's images").
+"""Twelve seeded-random rim-one-dl TRAIN images of one release (camera), each raw beside the same photo with the
+expert disc (green) and cup (blue) contours, as one PNG: what the cup's edge looks like in that camera's pixels
+(docs/RESULTS.md "r2's images, and the cup's weight").
 
-    .venv/bin/python experiments/release_montage.py r2 runs/r2.png
+    .venv/bin/python experiments/release_montage.py RELEASE OUT.png [--dataset DIR]
+
+Only the train split is drawn from: nothing here may be chosen from test images.
 """
-import csv
+from __future__ import annotations
+
+import argparse
 import random
-import sys
 
 import cv2
 import numpy as np
 
-root='../shared/data/rim-one-dl/'
-rel=sys.argv[1]
-out=sys.argv[2]
-rows=[r for r in csv.DictReader(open(root+'manifest.csv')) if r['split']=='train' and r['id'].startswith(rel)]
-random.Random(0).shuffle(rows)
-tiles=[]
-for r in rows[:12]:
-    im=cv2.imread(root+r['image'])
-    d=cv2.imread(root+r['disc_mask'],0)
-    c=cv2.imread(root+r['cup_mask'],0)
-    raw=cv2.resize(im,(256,256))
-    for m,col in ((d,(0,255,0)),(c,(255,0,0))):
-        cn,_=cv2.findContours((m>127).astype(np.uint8),cv2.RETR_EXTERNAL,cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(im,cn,-1,col,max(1,im.shape[0]//200))
-    t=np.hstack([raw,cv2.resize(im,(256,256))])
-    cv2.putText(t,r['id']+' '+r['label'][0],(5,15),0,0.5,(255,255,255),1)
-    tiles.append(t)
-rows_=[np.hstack(tiles[i:i+3]) for i in range(0,12,3)]
-cv2.imwrite(out,np.vstack(rows_))
+from preprocessing.datasets import Record, read_manifest
+
+TILE, TILES, PER_ROW = 256, 12, 3
+DISC_BGR, CUP_BGR = (0, 255, 0), (255, 0, 0)
+
+
+def tile(record: Record) -> np.ndarray:
+    """The raw photo and the photo with the expert contours, side by side, labelled with the id and label."""
+    image = cv2.imread(str(record.image))
+    raw = cv2.resize(image, (TILE, TILE))
+    for mask_path, colour in ((record.disc_mask, DISC_BGR), (record.cup_mask, CUP_BGR)):
+        mask = (cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127).astype(np.uint8)
+        contours = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0]
+        cv2.drawContours(image, contours, -1, colour, max(1, image.shape[0] // 200))
+    pair = np.hstack([raw, cv2.resize(image, (TILE, TILE))])
+    cv2.putText(pair, f"{record.id} {record.label[:1]}", (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
+    return pair
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("release", help="the manifest's source_release, e.g. r2")
+    parser.add_argument("out", help="the PNG to write")
+    parser.add_argument("--dataset", default="../shared/data/rim-one-dl")
+    args = parser.parse_args()
+    records = [r for r in read_manifest(args.dataset)
+               if r.split == "train" and r.group == args.release and r.cup_mask is not None]
+    if len(records) < TILES:
+        parser.error(f"release {args.release!r} has {len(records)} train images with a cup mask; need {TILES}")
+    random.Random(0).shuffle(records)
+    tiles = [tile(record) for record in records[:TILES]]
+    rows = [np.hstack(tiles[i:i + PER_ROW]) for i in range(0, TILES, PER_ROW)]
+    cv2.imwrite(args.out, np.vstack(rows))
+    print(f"{args.out}: {TILES} {args.release} train images")
+
+
+if __name__ == "__main__":
+    main()

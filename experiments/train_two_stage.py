@@ -67,7 +67,9 @@ def stage2(args) -> None:
     config = SegmentStageConfig(train=TrainConfig(epochs=args.epochs or 30, steps_per_epoch=args.steps or 200,
                                                   batch_size=16, learning_rate=args.lr, seed=args.seed),
                                 model=dataclasses.replace(defaults.model, input_size=args.size or defaults.model.input_size,
-                                                          dropout=args.dropout if args.dropout is not None else defaults.model.dropout),
+                                                          dropout=args.dropout if args.dropout is not None else defaults.model.dropout,
+                                                          width=args.width or defaults.model.width,
+                                                          increment_ratio=args.increment_ratio or defaults.model.increment_ratio),
                                 crop=dataclasses.replace(defaults.crop, **({"multiple": args.multiple} if args.multiple else {}),
                                                          size=args.size or defaults.crop.size),
                                 jitter=dataclasses.replace(CropJitter(), **jitter) if jitter else None,
@@ -202,6 +204,10 @@ def main() -> None:
                         "(default SegmentStageConfig's, 128; a multiple of 2**depth = 64)")
     parser.add_argument("--dropout", type=float, help="stage 2: spatial dropout rate inside each U-Net block (default "
                         "SegmentStageConfig's, 0)")
+    parser.add_argument("--width", type=int, help="stage 2: the U-Net's first-level filters (default "
+                        "SegmentStageConfig's, 16); its cost grows with the square")
+    parser.add_argument("--increment-ratio", type=float, help="stage 2: filters' growth per level (default "
+                        "SegmentStageConfig's, 1.4)")
     parser.add_argument("--cup-weight", type=float, help="stage 2: the cup's weight in the loss against the disc's "
                         "(default SegmentStageConfig's, 1)")
     parser.add_argument("--jitter-scale", type=lambda v: tuple(float(x) for x in v.split(",")),
