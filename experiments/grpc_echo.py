@@ -1,6 +1,7 @@
 """What Python gRPC alone costs per call on this machine: a grpc.aio server in a child process answers a 128 KB
 reply (stage 2's two 128x128 float32 maps) to a 48 KB request (one 128x128x3 uint8 crop), with nothing else
-done, optionally after a hop to a worker thread (as the predictor hands a Predict to its model thread). The
+done, optionally after a hop to a worker thread (as the predictor hands a Predict to its model thread), or over a
+Unix domain socket instead of loopback TCP (what a collocated transformer and predictor could share). The
 floor under `experiments/predictor_hop.py`'s figure for one Predict beyond the model.
 
     .venv/bin/python experiments/grpc_echo.py [--calls 500]
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +28,7 @@ from serving.local_service import free_port
 REQUEST, REPLY = b"x" * (128 * 128 * 3), b"y" * (128 * 128 * 2 * 4)
 
 
-async def serve(port: int, thread_hop: bool) -> None:
+async def serve(address: str, thread_hop: bool) -> None:
     pool = ThreadPoolExecutor(2)
 
     async def echo(request: bytes, context) -> bytes:
@@ -36,7 +39,7 @@ async def serve(port: int, thread_hop: bool) -> None:
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         "Echo", {"Call": grpc.unary_unary_rpc_method_handler(echo)}),))
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.add_insecure_port(address)
     await server.start()
     await server.wait_for_termination()
 
@@ -51,8 +54,8 @@ def serve_sync(port: int) -> None:
     server.wait_for_termination()
 
 
-async def round_trips(port: int, calls: int) -> list[float]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+async def round_trips(address: str, calls: int) -> list[float]:
+    async with grpc.aio.insecure_channel(address) as channel:
         call = channel.unary_unary("/Echo/Call")
         await channel.channel_ready()
         for _ in range(50):
@@ -68,28 +71,32 @@ async def round_trips(port: int, calls: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=500)
-    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--thread-hop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sync-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         if args.sync_server:
-            serve_sync(args.serve)
+            serve_sync(int(args.serve.rsplit(":", 1)[1]))
         else:
             asyncio.run(serve(args.serve, args.thread_hop))
         return
     variants = {"grpc.aio, no worker-thread hop": [], "grpc.aio, a worker-thread hop": ["--thread-hop"],
-                "the synchronous server (handler in its pool thread)": ["--sync-server"]}
+                "the synchronous server (handler in its pool thread)": ["--sync-server"],
+                "grpc.aio over a Unix domain socket": ["--unix"]}
+    socket_dir = tempfile.mkdtemp(prefix="grpc-echo-")
     for name, flags in variants.items():
-        port = free_port()
-        server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(port), *flags])
+        address = f"unix://{socket_dir}/echo.sock" if "--unix" in flags else f"127.0.0.1:{free_port()}"
+        server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", address,
+                                   *(f for f in flags if f != "--unix")])
         try:
-            samples = asyncio.run(round_trips(port, args.calls))
+            samples = asyncio.run(round_trips(address, args.calls))
         finally:
             server.terminate()
             server.wait(10)
         print(f"{name}: p50 {statistics.median(samples):.2f} ms, "
               f"p90 {sorted(samples)[int(len(samples) * 0.9)]:.2f} ms")
+    shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
